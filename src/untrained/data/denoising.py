@@ -1,0 +1,48 @@
+"""Gaussian denoising: y = x + n, A = I (Ulyanov et al. 2018, Sec. 4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from skimage.restoration import denoise_tv_chambolle
+
+from untrained.data.images import load_image
+from untrained.data.noise import add_gaussian, gaussian_sigma
+from untrained.data.problem import InverseProblem
+from untrained.operators.base import Identity
+
+
+def tv_denoise(noisy: torch.Tensor, weight: float) -> torch.Tensor:
+    image = noisy[0].permute(1, 2, 0).numpy()
+    out = denoise_tv_chambolle(image, weight=weight, channel_axis=-1)
+    return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).permute(2, 0, 1)[None]
+
+
+def denoising(
+    image: str = "astronaut",
+    size=256,
+    sigma: float = 25.0,
+    sigma_units: str = "255",
+    clip: bool = True,
+    grayscale: bool | None = None,
+    index: int = 0,
+    noise_seed: int = 0,
+    tv_weight: float | None = None,
+) -> InverseProblem:
+    """Noisy copy of ``image``; ``clip`` keeps the noisy image in [0, 1] as the DIP paper does."""
+    level = gaussian_sigma(sigma, sigma_units)
+    x_true = load_image(image, size, grayscale, index)
+    y = add_gaussian(x_true, level, noise_seed)
+    if clip:
+        y = y.clamp(0, 1)
+    baselines = {"noisy": y, "tv": tv_denoise(y, tv_weight if tv_weight is not None else max(level, 1e-3))}
+    return InverseProblem(
+        name="denoising",
+        operator=Identity(tuple(x_true.shape[1:])),
+        y=y,
+        image_shape=tuple(x_true.shape[1:]),
+        x_true=x_true,
+        init=y,
+        baselines=baselines,
+        info={"image": str(image), "sigma": level},
+    )

@@ -1,0 +1,98 @@
+"""The inverse problem a run solves: measurement, forward operator, ground truth and baselines.
+
+Networks work in a real "network space" of shape ``image_shape`` = (C, *spatial). The operator may
+act on another representation (e.g. complex MRI images); ``to_domain``/``from_domain`` convert.
+All tensors carry a leading batch dimension of 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from untrained.metrics import psnr, ssim
+from untrained.operators.base import Operator
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+class InverseProblem(nn.Module):
+    def __init__(
+        self,
+        name: str,
+        operator: Operator,
+        y: torch.Tensor,
+        image_shape: tuple[int, ...],
+        x_true: torch.Tensor | None = None,
+        init: torch.Tensor | None = None,
+        baselines: dict[str, torch.Tensor] | None = None,
+        to_domain: Callable[[torch.Tensor], torch.Tensor] = identity,
+        from_domain: Callable[[torch.Tensor], torch.Tensor] = identity,
+        to_display: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        data_range: float = 1.0,
+        extra_metrics: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None,
+        info: dict | None = None,
+    ):
+        super().__init__()
+        if not torch.isfinite(y).all():
+            raise ValueError(f"The {name} measurement contains NaN or Inf values: clean the input data.")
+        self.name = name
+        self.operator = operator
+        self.image_shape = tuple(image_shape)
+        self.register_buffer("y", y)
+        self.register_buffer("x_true", x_true)
+        self.register_buffer("init", init)
+        self.baseline_names = list((baselines or {}).keys())
+        for key, value in (baselines or {}).items():
+            self.register_buffer(f"baseline_{key}", value)
+        self._to_domain, self._from_domain = to_domain, from_domain
+        self._to_display = to_display
+        self.data_range = data_range
+        self._extra_metrics = extra_metrics
+        self.info = info or {}
+
+    # Representations -------------------------------------------------------------------------
+    def to_domain(self, x: torch.Tensor) -> torch.Tensor:
+        return self._to_domain(x)
+
+    def from_domain(self, x: torch.Tensor) -> torch.Tensor:
+        return self._from_domain(x)
+
+    def display(self, x: torch.Tensor) -> torch.Tensor:
+        """The real image that metrics and figures see (e.g. magnitude for MRI), clamped to the range."""
+        image = self._to_display(x) if self._to_display is not None else x
+        return image.clamp(0, self.data_range)
+
+    # Data fit --------------------------------------------------------------------------------
+    def forward_model(self, x: torch.Tensor) -> torch.Tensor:
+        return self.operator(self.to_domain(x))
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_model(x) - self.y
+
+    def data_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean squared data misfit ||A x - y||^2 / m, the DIP loss."""
+        r = self.residual(x)
+        return (r.abs() ** 2).mean() if r.is_complex() else (r**2).mean()
+
+    # Evaluation ------------------------------------------------------------------------------
+    @property
+    def has_ground_truth(self) -> bool:
+        return self.x_true is not None
+
+    def baselines(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, f"baseline_{name}") for name in self.baseline_names}
+
+    def psnr(self, x: torch.Tensor) -> torch.Tensor:
+        return psnr(self.display(x), self.display(self.x_true), self.data_range)
+
+    def ssim(self, x: torch.Tensor) -> torch.Tensor:
+        return ssim(self.display(x), self.display(self.x_true), self.data_range)
+
+    def extra_metrics(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Task-specific metrics beyond PSNR/SSIM (e.g. the true error ||x - x†|| of 1D problems)."""
+        return self._extra_metrics(x) if self._extra_metrics is not None else {}

@@ -1,0 +1,149 @@
+"""The one LightningModule: fits an untrained network to one measurement, one optimizer step per step.
+
+Metrics stay on the device: PSNR is computed every ``eval_every`` steps and the best ("oracle")
+iterate is tracked with ``torch.where``; values reach the host, the logger and the progress bar
+only every ``log_every`` steps (one synchronisation), so logging costs a small fraction of a step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from untrained.data.problem import InverseProblem
+from untrained.methods.base import Method, StepOutput
+
+
+class StepIndices(Dataset):
+    """One item per optimization step; the data never changes, so there is nothing to load."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+class UntrainedModule(L.LightningModule):
+    def __init__(
+        self,
+        problem: InverseProblem,
+        network: nn.Module,
+        method: Method,
+        eval_every: int = 1,
+        log_every: int = 25,
+    ):
+        super().__init__()
+        if eval_every < 1 or log_every < 1:
+            raise ValueError("eval_every and log_every must be >= 1.")
+        self.automatic_optimization = False
+        self.problem, self.network, self.method = problem, network, method
+        self.eval_every, self.log_every = eval_every, log_every
+        method.setup(problem, network)
+        image = torch.zeros(1, *problem.image_shape)
+        self.register_buffer("best_psnr", torch.tensor(-math.inf))
+        self.register_buffer("best_step", torch.tensor(-1, dtype=torch.long))
+        self.register_buffer("best_image", image.clone())
+        self.register_buffer("estimate", image.clone())
+        self.pending: list[tuple[int, dict[str, torch.Tensor]]] = []
+        self.history: dict[str, list] = {"step": [], "loss": []}
+        self.status, self.failure = "running", None
+
+    # Data ---------------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        steps = self.trainer.max_steps
+        if steps is None or steps < 1:
+            raise ValueError("trainer.max_steps must be a positive number of optimization steps.")
+        return DataLoader(StepIndices(steps), batch_size=None, shuffle=False, num_workers=0)
+
+    def configure_optimizers(self):
+        return self.method.configure_optimizer(self.network)
+
+    # Training -----------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        step = self.global_step
+        out: StepOutput = self.method.optimization_step(
+            self.network, self.problem, step, self.optimizers(), self.manual_backward
+        )
+        estimate = self.method.after_step(self.network, self.problem, step, out)
+        self.estimate.copy_(estimate)
+        record = {"loss": out.loss.detach(), **out.logs}
+        if self.problem.has_ground_truth and step % self.eval_every == 0:
+            record["psnr"] = self.track_best(step, estimate)
+        self.pending.append((step, record))
+        if (step + 1) % self.log_every == 0 or step + 1 >= self.trainer.max_steps:
+            self.flush()
+
+    @torch.no_grad()
+    def track_best(self, step: int, estimate: torch.Tensor) -> torch.Tensor:
+        value = self.problem.psnr(estimate)
+        better = value > self.best_psnr
+        self.best_image.copy_(torch.where(better, estimate, self.best_image))
+        self.best_step.copy_(torch.where(better, step, self.best_step))
+        self.best_psnr.copy_(torch.maximum(value, self.best_psnr))
+        return value
+
+    def flush(self) -> None:
+        """Bring the pending per-step records to the host and hand them to the logger and progress bar."""
+        if not self.pending:
+            return
+        steps = [s for s, _ in self.pending]
+        keys = sorted({k for _, r in self.pending for k in r})
+        host = {k: [float(r[k]) if k in r else None for _, r in self.pending] for k in keys}
+        self.pending.clear()
+        for i, step in enumerate(steps):
+            row = {f"train/{k}": v[i] for k, v in host.items() if v[i] is not None}
+            if self.logger is not None:
+                self.logger.log_metrics(row, step=step)
+            self.history["step"].append(step)
+            for k, v in host.items():
+                self.history.setdefault(k, []).append(v[i])
+        last = {k: next((x for x in reversed(v) if x is not None), None) for k, v in host.items()}
+        bar = {k: last[k] for k in ("loss", "psnr") if last.get(k) is not None}
+        if self.problem.has_ground_truth:
+            bar["best"] = float(self.best_psnr)
+        for k, v in bar.items():
+            self.log(k, v, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        if not math.isfinite(last["loss"]):
+            self.fail(f"the loss became {last['loss']} at step {steps[-1]}: lower method.lr or check the data")
+
+    def fail(self, reason: str) -> None:
+        self.status, self.failure = "failed", reason
+        self.trainer.should_stop = True
+
+    def on_train_end(self) -> None:
+        self.flush()
+        if self.status == "running":
+            self.status = "completed"
+
+    # Results ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def summary(self) -> dict:
+        """Final and best metrics, and the baselines', as plain Python numbers."""
+        problem, estimate = self.problem, self.estimate
+        steps_done = int(self.global_step)
+        result: dict = {"status": self.status, "steps": steps_done}
+        if self.failure:
+            result["failure"] = self.failure
+        result["final_loss"] = float(problem.data_loss(estimate))
+        for key, value in problem.extra_metrics(estimate).items():
+            result[f"final_{key}"] = float(value)
+        if problem.has_ground_truth:
+            result.update(final_psnr=float(problem.psnr(estimate)), final_ssim=float(problem.ssim(estimate)))
+            if int(self.best_step) >= 0:
+                result.update(
+                    best_psnr=float(self.best_psnr),
+                    best_ssim=float(problem.ssim(self.best_image)),
+                    best_step=int(self.best_step),
+                )
+            for name, image in problem.baselines().items():
+                result[f"baseline_{name}_psnr"] = float(problem.psnr(image))
+                result[f"baseline_{name}_ssim"] = float(problem.ssim(image))
+        return result

@@ -1,0 +1,154 @@
+"""The Deep Image Prior hourglass network with skip connections (Ulyanov et al. 2018, "skip").
+
+Structure per scale i (outermost first), as in the paper's supplement and notebooks:
+
+    input ─┬─ skip branch:   conv k_skip (c_skip[i]) → BN → act
+           └─ deeper branch: conv k_down stride 2 (c_down[i]) → BN → act
+                             → conv k_down (c_down[i]) → BN → act
+                             → [scale i+1] → upsample ×2
+    concat → BN → conv k_up (c_up[i]) → BN → act → [conv 1×1 (c_up[i]) → BN → act]
+
+followed by a 1×1 conv to the output channels and an optional sigmoid. Works in 1D (signals) and
+2D (images).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def _per_scale(value, num_scales: int, name: str) -> list:
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * num_scales
+    if len(values) != num_scales:
+        raise ValueError(f"network.{name} has {len(values)} entries but num_scales={num_scales}: give one per scale.")
+    return values
+
+
+def activation(name: str) -> nn.Module:
+    activations = {
+        "LeakyReLU": lambda: nn.LeakyReLU(0.2),
+        "ReLU": nn.ReLU,
+        "ELU": nn.ELU,
+        "Swish": nn.SiLU,
+        "none": nn.Identity,
+    }
+    if name not in activations:
+        raise ValueError(f"Unknown activation '{name}': choose one of {sorted(activations)}.")
+    return activations[name]()
+
+
+class ConvBlock(nn.Sequential):
+    """Padding → convolution (→ pooling when downsampling without stride)."""
+
+    def __init__(self, dim, in_ch, out_ch, kernel_size, stride=1, bias=True, pad="zero", downsample="stride"):
+        conv_cls = {1: nn.Conv1d, 2: nn.Conv2d}[dim]
+        layers: list[nn.Module] = []
+        padding = (kernel_size - 1) // 2
+        if pad == "reflection" and padding > 0:
+            layers.append({1: nn.ReflectionPad1d, 2: nn.ReflectionPad2d}[dim](padding))
+            padding = 0
+        elif pad not in ("zero", "reflection"):
+            raise ValueError(f"Unknown padding '{pad}': use 'zero' or 'reflection'.")
+        conv_stride = stride if downsample == "stride" else 1
+        layers.append(conv_cls(in_ch, out_ch, kernel_size, conv_stride, padding=padding, bias=bias))
+        if stride > 1 and downsample != "stride":
+            pools = {"avg": {1: nn.AvgPool1d, 2: nn.AvgPool2d}, "max": {1: nn.MaxPool1d, 2: nn.MaxPool2d}}
+            if downsample not in pools:
+                raise ValueError(f"Unknown downsampling '{downsample}': use 'stride', 'avg' or 'max'.")
+            layers.append(pools[downsample][dim](stride, stride))
+        super().__init__(*layers)
+
+
+def conv_bn_act(dim, in_ch, out_ch, kernel_size, act, norm=True, **conv_kwargs) -> list[nn.Module]:
+    layers = [ConvBlock(dim, in_ch, out_ch, kernel_size, **conv_kwargs)]
+    if norm:
+        layers.append({1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[dim](out_ch))
+    layers.append(activation(act))
+    return layers
+
+
+class _Scale(nn.Module):
+    """One scale of the hourglass; ``inner`` is the next (coarser) scale or None at the bottom."""
+
+    def __init__(self, dim, in_ch, down, up, skip, inner_out, inner, *, k_down, k_up, k_skip, act, norm,
+                 conv_kwargs, upsample_mode, downsample_mode, need1x1_up):
+        super().__init__()
+        bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[dim]
+        self.skip = (
+            nn.Sequential(*conv_bn_act(dim, in_ch, skip, k_skip, act, norm, **conv_kwargs)) if skip > 0 else None
+        )
+        deeper = conv_bn_act(dim, in_ch, down, k_down, act, norm, stride=2, downsample=downsample_mode, **conv_kwargs)
+        deeper += conv_bn_act(dim, down, down, k_down, act, norm, **conv_kwargs)
+        if inner is not None:
+            deeper.append(inner)
+        mode = "linear" if dim == 1 and upsample_mode == "bilinear" else upsample_mode
+        deeper.append(nn.Upsample(scale_factor=2, mode=mode))
+        self.deeper = nn.Sequential(*deeper)
+        merged = skip + (inner_out if inner is not None else down)
+        post = [bn(merged)] if norm else []
+        post += conv_bn_act(dim, merged, up, k_up, act, norm, **conv_kwargs)
+        if need1x1_up:
+            post += conv_bn_act(dim, up, up, 1, act, norm, **conv_kwargs)
+        self.post = nn.Sequential(*post)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        deep = self.deeper(x)
+        merged = deep if self.skip is None else torch.cat([self.skip(x), deep], dim=1)
+        return self.post(merged)
+
+
+class SkipNet(nn.Module):
+    """DIP's encoder-decoder with skip connections; see the module docstring for the layout."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels_down: Sequence[int] | int = (16, 32, 64, 128, 128),
+        channels_up: Sequence[int] | int = (16, 32, 64, 128, 128),
+        channels_skip: Sequence[int] | int = (4, 4, 4, 4, 4),
+        num_scales: int | None = None,
+        kernel_size_down: int = 3,
+        kernel_size_up: int = 3,
+        kernel_size_skip: int = 1,
+        pad: str = "reflection",
+        upsample_mode: str = "bilinear",
+        downsample_mode: str = "stride",
+        act: str = "LeakyReLU",
+        batch_norm: bool = True,
+        bias: bool = True,
+        need1x1_up: bool = True,
+        sigmoid: bool = True,
+        dim: int = 2,
+    ):
+        super().__init__()
+        if num_scales is None:
+            num_scales = next((len(c) for c in (channels_down, channels_up, channels_skip) if isinstance(c, Sequence)), 5)
+        down = _per_scale(channels_down, num_scales, "channels_down")
+        up = _per_scale(channels_up, num_scales, "channels_up")
+        skip = _per_scale(channels_skip, num_scales, "channels_skip")
+        if dim not in (1, 2):
+            raise ValueError(f"network.dim must be 1 (signals) or 2 (images), got {dim}.")
+        self.in_channels, self.out_channels, self.dim = in_channels, out_channels, dim
+        self.downsampling_factor = 2**num_scales
+        conv_kwargs = {"bias": bias, "pad": pad}
+        inner: nn.Module | None = None
+        for i in reversed(range(num_scales)):
+            in_ch = in_channels if i == 0 else down[i - 1]
+            inner = _Scale(
+                dim, in_ch, down[i], up[i], skip[i], up[i + 1] if i + 1 < num_scales else None, inner,
+                k_down=kernel_size_down, k_up=kernel_size_up, k_skip=kernel_size_skip, act=act, norm=batch_norm,
+                conv_kwargs=conv_kwargs, upsample_mode=upsample_mode, downsample_mode=downsample_mode,
+                need1x1_up=need1x1_up,
+            )
+        head = [ConvBlock(dim, up[0], out_channels, 1, bias=bias, pad=pad)]
+        if sigmoid:
+            head.append(nn.Sigmoid())
+        self.body = inner
+        self.head = nn.Sequential(*head)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(z))

@@ -1,0 +1,113 @@
+"""Forward operators: batch-first torch modules with ``forward`` (A) and ``adjoint`` (A^H).
+
+Every operator maps a batch ``(B, *domain_shape)`` to ``(B, *range_shape)``. Domain and range may
+be real or complex (``domain_dtype`` / ``range_dtype``). Operators hold their fixed data (kernels,
+masks, coil maps) as buffers so ``.to(device)`` moves them with the LightningModule.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Operator(nn.Module):
+    """A (possibly non-linear) differentiable forward model y = A(x)."""
+
+    domain_shape: tuple[int, ...]
+    range_shape: tuple[int, ...]
+    domain_dtype: torch.dtype = torch.float32
+    range_dtype: torch.dtype = torch.float32
+    linear: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def check_domain(self, x: torch.Tensor) -> None:
+        if tuple(x.shape[1:]) != tuple(self.domain_shape):
+            raise ValueError(
+                f"{type(self).__name__} expects inputs of shape (B, {', '.join(map(str, self.domain_shape))}), "
+                f"got {tuple(x.shape)}: resize the image or change the task size."
+            )
+
+
+class LinearOperator(Operator):
+    """A linear operator with an explicit adjoint.
+
+    Subclasses implement ``forward`` and ``adjoint``. ``normal`` (A^H A) is provided.
+    """
+
+    linear = True
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        return self.adjoint(self.forward(x))
+
+
+class Identity(LinearOperator):
+    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.domain_shape = self.range_shape = tuple(shape)
+        self.domain_dtype = self.range_dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+
+class MatrixOperator(LinearOperator):
+    """A dense matrix acting on 1D signals of shape (B, n) -> (B, m)."""
+
+    def __init__(self, matrix: torch.Tensor):
+        super().__init__()
+        self.register_buffer("matrix", matrix)
+        self.range_shape, self.domain_shape = (matrix.shape[0],), (matrix.shape[1],)
+        self.domain_dtype = self.range_dtype = matrix.dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.matrix.T
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return y @ self.matrix.conj()
+
+
+def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Real part of the batch-summed inner product <a, b> = sum conj(a) * b."""
+    return torch.sum(torch.conj(a) * b).real if a.is_complex() else torch.sum(a * b)
+
+
+def random_like_space(shape, dtype, batch: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+    real_dtype = torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32
+    x = torch.randn((batch, *shape), generator=generator, dtype=real_dtype)
+    if dtype.is_complex:
+        x = torch.complex(x, torch.randn((batch, *shape), generator=generator, dtype=real_dtype))
+    return x
+
+
+@torch.no_grad()
+def adjointness_error(op: LinearOperator, batch: int = 2, seed: int = 0) -> float:
+    """Relative error of the dot-product test |<Ax, y> - <x, A^H y>| / (|<Ax, y>| + tiny)."""
+    g = torch.Generator().manual_seed(seed)
+    device = next((b.device for b in op.buffers()), torch.device("cpu"))
+    x = random_like_space(op.domain_shape, op.domain_dtype, batch, g).to(device)
+    y = random_like_space(op.range_shape, op.range_dtype, batch, g).to(device)
+    lhs, rhs = inner(op(x), y), inner(x, op.adjoint(y))
+    return float((lhs - rhs).abs() / (lhs.abs() + 1e-30))
+
+
+@torch.no_grad()
+def operator_norm(op: LinearOperator, iterations: int = 50, seed: int = 0) -> float:
+    """Largest singular value ||A||_2 by power iteration on A^H A."""
+    g = torch.Generator().manual_seed(seed)
+    device = next((b.device for b in op.buffers()), torch.device("cpu"))
+    x = random_like_space(op.domain_shape, op.domain_dtype, 1, g).to(device)
+    norm = torch.tensor(0.0)
+    for _ in range(iterations):
+        x = x / torch.linalg.vector_norm(x)
+        x = op.normal(x)
+        norm = torch.linalg.vector_norm(x)
+    return float(norm.sqrt())

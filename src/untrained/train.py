@@ -1,0 +1,107 @@
+"""``train(cfg)``: build task × network × method from a Hydra config, fit, and write the run's outputs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from untrained.callbacks.base import ReportingCallback
+from untrained.errors import UserError
+from untrained.module import UntrainedModule
+from untrained.outputs import write_run_outputs
+
+log = logging.getLogger(__name__)
+
+
+def build(config: DictConfig | None, group: str, **kwargs):
+    """Instantiate one config node; errors a user caused surface as :class:`UserError`.
+
+    Task and method configs carry a ``name`` label (for logging and reports) that is not an argument.
+    """
+    if config is None:
+        return None
+    node = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
+    if isinstance(node, dict) and group in ("task", "method"):
+        node.pop("name", None)
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, TypeError) and "argument" in str(cause):
+            raise UserError(f"Invalid {group} option: {cause}. Check the keys under '{group}' in your overrides.") from None
+        raise
+
+
+def check_network_fits(network, image_shape: tuple[int, ...]) -> None:
+    factor = getattr(network, "downsampling_factor", 1)
+    spatial = image_shape[1:]
+    if any(n < factor for n in spatial):
+        raise UserError(
+            f"The image ({'x'.join(map(str, spatial))}) is smaller than the network's downsampling factor {factor}: "
+            f"use a larger task.size or fewer network scales."
+        )
+    if any(n % factor for n in spatial):
+        raise UserError(
+            f"The image size {'x'.join(map(str, spatial))} is not divisible by the network's downsampling factor "
+            f"{factor}: set task.size to a multiple of {factor} or use fewer network scales."
+        )
+
+
+def build_module(cfg: DictConfig) -> UntrainedModule:
+    """Task, method and network from the config, seeded, ready for the trainer."""
+    L.seed_everything(cfg.seed, workers=False, verbose=False)
+    problem = build(cfg.task, "task")
+    method = build(cfg.method, "method")
+    network = build(cfg.network, "network", in_channels=method.input_channels(problem), out_channels=problem.image_shape[0])
+    check_network_fits(network, problem.image_shape)
+    return UntrainedModule(problem, network, method, **cfg.module)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit one measurement; return the metrics written to ``metrics.json``."""
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    module = build_module(cfg)
+    callbacks = [build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    logger = build(cfg.get("logger"), "logger") or False
+    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=logger)
+    if logger:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    start = time.perf_counter()
+    trainer.fit(module)
+    wall_time = time.perf_counter() - start
+
+    metrics = module.summary()
+    metrics.update(
+        task=cfg.task.get("name"),
+        method=cfg.method.get("name"),
+        seed=int(cfg.seed),
+        wall_time_s=wall_time,
+        seconds_per_step=wall_time / max(metrics["steps"], 1),
+        device=str(module.device) + (f" ({torch.cuda.get_device_name(module.device)})" if module.device.type == "cuda" else ""),
+    )
+    images = {}
+    for callback in callbacks:
+        if isinstance(callback, ReportingCallback):
+            metrics.update(callback.report(module))
+            images.update(callback.images(module))
+    write_run_outputs(output_dir, module, metrics, images)
+    if logger:
+        logger.log_metrics({f"summary/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=metrics["steps"])
+        logger.finalize("success" if metrics["status"] == "completed" else "failed")
+    if metrics["status"] == "failed":
+        log.error("Run failed: %s. Best iterate kept in %s", metrics.get("failure"), output_dir)
+    else:
+        summary = ", ".join(f"{k}={metrics[k]:.2f}" for k in ("best_psnr", "final_psnr") if k in metrics)
+        log.info("Finished %d steps in %.1f s%s. Outputs: %s", metrics["steps"], wall_time, f" ({summary})" if summary else "", output_dir)
+    return metrics

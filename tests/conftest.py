@@ -1,0 +1,43 @@
+"""Shared fixtures: compose the real Hydra config with small, fast CPU settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# A small CPU setting: 32×32 images, a 3-scale skip net, no progress bar, no logger.
+FAST = [
+    "task.size=32",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+    "callbacks=none",
+    "network.channels_down=[16,16,16]",
+    "network.channels_up=[16,16,16]",
+    "network.channels_skip=[4,4,4]",
+]
+
+
+def compose_config(overrides: list[str] | None = None, output_dir: Path | None = None, fast: bool = True):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else ["paths.output_dir=/tmp/untrained-test"]
+        return compose("train", overrides=(FAST if fast else []) + extra + list(overrides or []))
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """make_cfg(overrides, fast=True) → a composed config writing into tmp_path/run."""
+
+    def factory(overrides=None, fast: bool = True, subdir: str = "run"):
+        return compose_config(overrides, tmp_path / subdir, fast)
+
+    return factory

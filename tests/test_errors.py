@@ -1,0 +1,47 @@
+"""Bad inputs stop before training with one-line messages that name the fix."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from untrained.errors import UserError
+from untrained.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["task.image=/no/such/file.png"], "does not exist"),
+        (["task.image=not_a_builtin"], "Unknown built-in image"),
+        (["task.sigma=-1"], "must be >= 0"),
+        (["task.size=4"], "smaller than the network's downsampling factor"),
+        (["task.size=36"], "not divisible by the network's downsampling factor"),
+        (["+method.no_such_option=1"], "Invalid method option"),
+        (["method.exp_weight=1.5"], "exp_weight"),
+    ],
+)
+def test_user_errors(make_cfg, overrides, message):
+    with pytest.raises(UserError, match=message):
+        train(make_cfg(overrides))
+
+
+def test_unreadable_image(make_cfg, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(UserError, match="Cannot read image"):
+        train(make_cfg([f"task.image={bad}"]))
+
+
+def test_cli_prints_one_line_and_fails(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "train.py", "task.sigma=-3", "logger=none", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() + result.stdout.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "task.sigma must be >= 0" in errors[0]
+    assert "Traceback" not in result.stderr
