@@ -56,6 +56,13 @@ def check_network_fits(network, image_shape: tuple[int, ...]) -> None:
         )
 
 
+def close_experiment(logger) -> None:
+    """End a W&B run so the next run of a multirun in this process starts its own."""
+    finish = getattr(getattr(logger, "experiment", None), "finish", None)
+    if callable(finish):
+        finish()
+
+
 def build_module(cfg: DictConfig) -> UntrainedModule:
     """Task, method and network from the config, seeded, ready for the trainer."""
     L.seed_everything(cfg.seed, workers=False, verbose=False)
@@ -99,6 +106,7 @@ def train(cfg: DictConfig) -> dict:
     if logger:
         logger.log_metrics({f"summary/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=metrics["steps"])
         logger.finalize("success" if metrics["status"] == "completed" else "failed")
+        close_experiment(logger)
     if metrics["status"] == "failed":
         log.error("Run failed: %s. Best iterate kept in %s", metrics.get("failure"), output_dir)
     else:
