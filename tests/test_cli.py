@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["trainer.max_steps=4", "task.size=32", "network.channels_down=[8,8]", "network.channels_up=[8,8]",
-        "network.channels_skip=[2,2]", "trainer.enable_progress_bar=false"]
+        "network.channels_skip=[2,2]", "callbacks=none"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
