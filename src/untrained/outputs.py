@@ -92,3 +92,6 @@ def write_run_outputs(output_dir: Path, module, metrics: dict, extra_images: dic
         write_json_atomic(module.history, output_dir / "history.json")
     write_json_atomic({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()},
                       output_dir / "metrics.json")
+    method = getattr(module, "method", None)
+    if hasattr(method, "write_outputs"):  # method-specific files: OES's mask, DOP's recovered corruption
+        method.write_outputs(output_dir, problem)

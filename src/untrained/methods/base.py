@@ -161,6 +161,9 @@ class Method(nn.Module):
         optimizer.step()
         return out
 
+    def write_outputs(self, output_dir, problem: InverseProblem) -> None:
+        """Write method-specific files into the run directory (e.g. OES's mask); called after the run."""
+
     @torch.no_grad()
     def after_step(self, network: nn.Module, problem: InverseProblem, step: int, out: StepOutput) -> torch.Tensor:
         """Update the method's state after the optimizer step; return the current estimate."""

@@ -1,0 +1,56 @@
+"""The deep decoder (Heckel & Hand, ICLR 2019): an under-parameterised image generator without convolutions.
+
+Each of the d blocks is a 1×1 convolution (no bias) → bilinear ×2 upsampling (not in the last block)
+→ ReLU → channel normalization (BatchNorm with affine parameters); a 1×1 convolution (no bias) to the
+output channels and a sigmoid follow. The fixed input z has k channels and 1/2^(d−1) of the image's
+size. With k = 128, d = 6 and 3 outputs it has 6·(128² + 2·128) + 128·3 = 100,224 parameters, as
+``decodernw(num_channels_up=[128]*5)`` of the reference code (github.com/reinhardh/supplement_deep_decoder,
+include/decoder.py, whose channel list is padded by two entries: five given → six blocks).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from untrained.networks.skip import activation
+
+
+class DeepDecoder(nn.Module):
+    """Deep decoder with ``blocks`` blocks of ``channels`` channels.
+
+    Args:
+        in_channels: channels of z (the reference uses ``channels``; other values only change the first layer).
+        out_channels: image channels.
+        channels: k, the width of every block.
+        blocks: d, the number of blocks; the image is 2^(d−1) times larger than z.
+        upsample_mode: 'bilinear' (paper) or 'nearest'.
+        act: activation (ReLU in the paper).
+        bn_affine: learn the channel normalization's scale and shift (the paper's default).
+        sigmoid: end with a sigmoid (images in [0, 1]).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, channels: int = 128, blocks: int = 6,
+                 upsample_mode: str = "bilinear", act: str = "ReLU", bn_affine: bool = True, sigmoid: bool = True):
+        super().__init__()
+        if blocks < 1 or channels < 1:
+            raise ValueError(f"network.blocks and network.channels must be >= 1, got {blocks} and {channels}.")
+        self.in_channels, self.out_channels, self.dim = in_channels, out_channels, 2
+        self.downsampling_factor = 2 ** (blocks - 1)
+        layers: list[nn.Module] = []
+        for block in range(blocks):
+            layers.append(nn.Conv2d(in_channels if block == 0 else channels, channels, 1, bias=False))
+            if block < blocks - 1:
+                layers.append(nn.Upsample(scale_factor=2, mode=upsample_mode))
+            layers += [activation(act), nn.BatchNorm2d(channels, affine=bn_affine)]
+        layers.append(nn.Conv2d(channels, out_channels, 1, bias=False))
+        if sigmoid:
+            layers.append(nn.Sigmoid())
+        self.body = nn.Sequential(*layers)
+
+    def input_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of z (without the batch axis) for an image of shape (C, H, W)."""
+        return (self.in_channels, *(n // self.downsampling_factor for n in image_shape[1:]))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(z)
