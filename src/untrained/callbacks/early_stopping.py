@@ -1,0 +1,203 @@
+"""Ground-truth-free early stopping for DIP (Wang et al., "Early Stopping for Deep Image Prior";
+reference: github.com/sun-umn/Early_Stopping_for_DIP).
+
+Near the PSNR peak the iterates change least, so the running variance of the reconstructions has a
+minimum there. ES-WMV tracks the windowed moving variance of the last W estimates, ES-EMV an
+exponential moving variance; both stop once the variance has not reached a new minimum for
+``patience`` steps and return the iterate at the minimum. They only look at ``module.estimate``,
+so they work with any method and task.
+
+Everything is updated on the device: the window is a ring buffer with running sums (in float64,
+recomputed from the buffer once per window against drift), the minimum, its step and its image are
+kept with ``torch.where``. The host reads the state only every ``check_every`` steps to decide
+whether to stop; the state freezes when the rule fires, so checking late changes nothing but the
+few extra steps run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from untrained.callbacks.base import ReportingCallback
+
+
+class VarianceEarlyStopping(ReportingCallback):
+    """Shared machinery: minimum tracking, patience, stopping, reporting. Subclasses define the variance.
+
+    Args:
+        patience: P, steps without a new variance minimum before the rule fires.
+        stop_training: stop the run when it fires (otherwise only report what it would have chosen).
+        check_every: host synchronisations: every N steps (and at the end).
+        prefix: the metrics.json keys (``<prefix>_step``, ``<prefix>_psnr``, ...) and image name.
+    """
+
+    def __init__(self, patience: int = 1000, stop_training: bool = True, check_every: int = 25, prefix: str = "es"):
+        if patience < 1 or check_every < 1:
+            raise ValueError("patience and check_every must be >= 1.")
+        self.patience, self.stop_training, self.check_every, self.prefix = patience, stop_training, check_every, prefix
+        self.observed = 0
+        self.state: dict[str, torch.Tensor] = {}
+        self.pending: list[tuple[int, torch.Tensor]] = []
+
+    # The statistic ---------------------------------------------------------------------------
+    def reset_statistic(self, image: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def variance(self, image: torch.Tensor, index: int) -> torch.Tensor | None:
+        """Feed the ``index``-th estimate (flattened); the current variance, or None while not yet defined."""
+        raise NotImplementedError
+
+    # Tracking --------------------------------------------------------------------------------
+    def reset(self, image: torch.Tensor) -> None:
+        flat = image.detach().reshape(-1)
+        device = flat.device
+        self.observed = 0
+        self.pending = []
+        self.state = {
+            "best_variance": torch.tensor(math.inf, dtype=torch.float64, device=device),
+            "best_step": torch.tensor(-1, dtype=torch.long, device=device),
+            "best_image": torch.zeros_like(image.detach()),
+            "wait": torch.tensor(0, dtype=torch.long, device=device),
+            "stopped": torch.tensor(False, device=device),
+            "stop_step": torch.tensor(-1, dtype=torch.long, device=device),
+        }
+        self.reset_statistic(flat)
+
+    @torch.no_grad()
+    def observe(self, image: torch.Tensor, step: int) -> torch.Tensor | None:
+        """One estimate in, state updated on the device, no host synchronisation."""
+        if not self.state:
+            self.reset(image)
+        variance = self.variance(image.detach().reshape(-1).float(), self.observed)
+        self.observed += 1
+        if variance is None:
+            return None
+        s = self.state
+        running = ~s["stopped"]
+        improved = running & (variance < s["best_variance"])
+        s["best_variance"] = torch.where(improved, variance, s["best_variance"])
+        s["best_step"] = torch.where(improved, step, s["best_step"])
+        s["best_image"] = torch.where(improved, image.detach(), s["best_image"])
+        s["wait"] = torch.where(improved, 0, torch.where(running, s["wait"] + 1, s["wait"]))
+        fired = running & (s["wait"] >= self.patience)
+        s["stop_step"] = torch.where(fired, step, s["stop_step"])
+        s["stopped"] = s["stopped"] | fired
+        self.pending.append((step, variance))
+        return variance
+
+    # Lightning hooks -------------------------------------------------------------------------
+    def on_train_start(self, trainer, module) -> None:
+        self.state = {}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step - 1  # the optimizer step of this batch has already been counted
+        self.observe(module.estimate, step)
+        if (step + 1) % self.check_every == 0 and self.check(trainer) and self.stop_training:
+            module.flush()  # hand the module's pending records over while logging is still allowed
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer, module) -> None:
+        self.check(trainer)
+
+    def check(self, trainer) -> bool:
+        """The one host synchronisation: log the pending variances; whether the rule has fired."""
+        if not self.state:
+            return False
+        if self.pending and trainer.logger:
+            values = torch.stack([v for _, v in self.pending]).tolist()
+            for (step, _), value in zip(self.pending, values):
+                trainer.logger.log_metrics({f"{self.prefix}/variance": value}, step=step)
+        self.pending.clear()
+        return bool(self.state["stopped"])
+
+    # Results ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def report(self, module) -> dict:
+        if not self.state or int(self.state["best_step"]) < 0:
+            return {f"{self.prefix}_step": None, f"{self.prefix}_stopped": False}
+        s, p = self.state, self.prefix
+        result = {
+            f"{p}_step": int(s["best_step"]),
+            f"{p}_variance": float(s["best_variance"]),
+            f"{p}_stopped": bool(s["stopped"]),
+            f"{p}_stop_step": int(s["stop_step"]) if bool(s["stopped"]) else None,
+        }
+        problem = module.problem
+        if problem.has_ground_truth:
+            psnr = float(problem.psnr(s["best_image"]))
+            result[f"{p}_psnr"] = psnr
+            result[f"{p}_ssim"] = float(problem.ssim(s["best_image"]))
+            if int(module.best_step) >= 0:
+                result[f"{p}_gap"] = float(module.best_psnr) - psnr
+        return result
+
+    def images(self, module) -> dict[str, torch.Tensor]:
+        if not self.state or int(self.state["best_step"]) < 0:
+            return {}
+        return {self.prefix: self.state["best_image"]}
+
+
+class WindowedVarianceStopping(VarianceEarlyStopping):
+    """ES-WMV: VAR_t = (1/W) Σ_{w<W} mean_pixels (x_{t−w} − x̄_t)², x̄_t the window mean (W = 100, P = 1000)."""
+
+    def __init__(self, window: int = 100, **kwargs):
+        super().__init__(**kwargs)
+        if window < 2:
+            raise ValueError("window must be >= 2.")
+        self.window = window
+
+    def reset_statistic(self, image: torch.Tensor) -> None:
+        self.buffer = torch.zeros(self.window, image.numel(), device=image.device, dtype=torch.float32)
+        self.total = torch.zeros(image.numel(), device=image.device, dtype=torch.float64)
+        self.total_squares = torch.zeros((), device=image.device, dtype=torch.float64)
+
+    def variance(self, image: torch.Tensor, index: int) -> torch.Tensor | None:
+        slot = index % self.window
+        if index >= self.window:
+            leaving = self.buffer[slot].double()
+            self.total -= leaving
+            self.total_squares -= leaving.square().sum()
+        self.buffer[slot] = image
+        entering = image.double()
+        self.total += entering
+        self.total_squares += entering.square().sum()
+        if slot == self.window - 1:  # once per window: exact sums from the buffer, no drift
+            window = self.buffer.double()
+            self.total = window.sum(0)
+            self.total_squares = window.square().sum()
+        if index + 1 < self.window:
+            return None
+        mean = self.total / self.window
+        return (self.total_squares / self.window - mean.square().sum()).clamp_min(0) / image.numel()
+
+
+class ExponentialVarianceStopping(VarianceEarlyStopping):
+    """ES-EMV: μ ← μ + α δ, v ← (1 − α)(v + α mean(δ²)) with δ = x − μ (α = 0.1, P = 1000).
+
+    As in the reference the rule only looks at steps after ``start`` (100) while the averages settle;
+    the reference uses the squared norm of δ and clips μ to [0, 1]; here δ² is averaged over entries
+    (the same minimiser, a size-independent value) and μ is not clipped, since network space need not
+    be [0, 1] (e.g. real/imaginary MRI channels).
+    """
+
+    def __init__(self, alpha: float = 0.1, start: int = 100, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 < alpha <= 1:
+            raise ValueError("alpha must be in (0, 1].")
+        self.alpha, self.start = alpha, start
+
+    def reset_statistic(self, image: torch.Tensor) -> None:
+        self.mean = torch.zeros(image.numel(), device=image.device, dtype=torch.float32)
+        self.moving_variance = torch.zeros((), device=image.device, dtype=torch.float64)
+
+    def variance(self, image: torch.Tensor, index: int) -> torch.Tensor | None:
+        if index == 0:
+            self.mean.copy_(image)
+            self.moving_variance.zero_()
+        else:
+            delta = image - self.mean
+            self.mean.add_(delta, alpha=self.alpha)
+            self.moving_variance = (1 - self.alpha) * (self.moving_variance + self.alpha * delta.double().square().mean())
+        return self.moving_variance.clone() if index > self.start else None

@@ -1,0 +1,114 @@
+"""Autoencoding Sequential DIP (aSeqDIP, Alkhouri et al. 2024; reference: github.com/sjames40/Aseq_DIP).
+
+The network input starts as the measurement-based reconstruction (noisy image, zero-filled MRI,
+FBP) and is replaced by the network's own output after every block of ``inner_steps`` Adam steps on
+
+    ||A f_θ(z) − y||² + λ ||f_θ(z) − z||²,
+
+so the input drifts towards the image while the autoencoding term keeps f_θ close to the identity
+on it, which is what makes the method resistant to fitting the noise. The same network (and the same
+optimizer state) is used throughout. Lightning counts every inner step as a training step, so the
+input update happens in ``after_step`` at the end of each block.
+
+As in the reference scripts the new input is the output of the block's last inner step, computed
+before that step's update (no extra forward pass). For operators with a sampling ``mask`` (MRI) the
+reference first restores the measured k-space samples; here that is ``x + A^H (y − A x)``, equal to
+replacing the sampled k-space entries by y whenever A A^H is the identity on the range (masked,
+unitary FFT with normalised coil maps).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from untrained.data.problem import InverseProblem
+from untrained.errors import UserError
+from untrained.methods.base import Method, StepOutput
+
+LOSS_FORMS = ("mse", "norm")
+DATA_CONSISTENCY = ("auto", "always", "never")
+
+
+def squared_error(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of |a − b|² (MSE) over all entries; works for complex tensors."""
+    difference = a if b is None else a - b
+    return (difference.abs() ** 2).mean() if difference.is_complex() else (difference**2).mean()
+
+
+def l2_norm(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """The (unsquared) Euclidean norm ||a − b||, as ``torch.linalg.norm`` in the reference's MRI and CT scripts."""
+    difference = a if b is None else a - b
+    return torch.linalg.vector_norm(difference)
+
+
+def data_consistency(problem: InverseProblem, x: torch.Tensor) -> torch.Tensor:
+    """x + A^H (y − A x) in the operator's domain: measured samples restored, the rest kept."""
+    image = problem.to_domain(x)
+    corrected = image + problem.operator.adjoint(problem.y - problem.operator(image))
+    return problem.from_domain(corrected)
+
+
+class ASeqDIP(Method):
+    """aSeqDIP: blocks of ``inner_steps`` optimizer steps, then z ← f_θ(z).
+
+    Args:
+        inner_steps: N, optimizer steps per block (the reference: 2 for denoising, 10 for MRI/CT).
+        ae_weight: λ of the autoencoding term ||f_θ(z) − z|| (1 in all reference scripts).
+        loss: 'mse' (means of squares, the denoising script) or 'norm' (unsquared norms, MRI/CT scripts).
+        data_consistency: 'auto' (when the operator has a sampling ``mask``), 'always' or 'never'.
+        **kwargs: the options of :class:`Method`; ``input.kind`` must be 'measurement'.
+    """
+
+    name = "aseqdip"
+
+    def __init__(self, inner_steps: int = 2, ae_weight: float = 1.0, loss: str = "mse",
+                 data_consistency: str = "auto", **kwargs):
+        super().__init__(**kwargs)
+        if inner_steps < 1:
+            raise UserError(f"method.inner_steps must be >= 1, got {inner_steps}.")
+        if ae_weight < 0:
+            raise UserError(f"method.ae_weight must be >= 0, got {ae_weight}.")
+        if loss not in LOSS_FORMS:
+            raise UserError(f"method.loss must be one of {LOSS_FORMS}, got '{loss}'.")
+        if data_consistency not in DATA_CONSISTENCY:
+            raise UserError(f"method.data_consistency must be one of {DATA_CONSISTENCY}, got '{data_consistency}'.")
+        if self.optimize_input:
+            raise UserError("aSeqDIP sets its input from the network output: set method.optimize_input=false.")
+        self.inner_steps, self.ae_weight, self.loss_form = inner_steps, ae_weight, loss
+        self.data_consistency_mode = data_consistency
+        self.use_data_consistency = False
+
+    def setup(self, problem: InverseProblem, network: nn.Module) -> None:
+        super().setup(problem, network)
+        if tuple(self.z.shape[1:]) != tuple(problem.image_shape):
+            raise UserError(
+                f"aSeqDIP feeds its output back as input, so z must have the image's shape {tuple(problem.image_shape)}: "
+                f"set method.input.kind=measurement.")
+        has_mask = hasattr(problem.operator, "mask") and getattr(problem.operator, "linear", False)
+        if self.data_consistency_mode == "always" and not getattr(problem.operator, "linear", False):
+            raise UserError("method.data_consistency=always needs a linear operator with an adjoint.")
+        self.use_data_consistency = self.data_consistency_mode == "always" or (self.data_consistency_mode == "auto" and has_mask)
+
+    def training_loss(self, network: nn.Module, problem: InverseProblem, step: int) -> StepOutput:
+        z = self.network_input(step)
+        output = network(z)
+        if self.loss_form == "mse":
+            data, autoencoding = problem.data_loss(output), squared_error(output, self.z)
+        else:
+            data, autoencoding = l2_norm(problem.residual(output)), l2_norm(output, self.z)
+        loss = data + self.ae_weight * autoencoding
+        return StepOutput(loss, output, {"data_loss": data.detach(), "autoencoding": autoencoding.detach()})
+
+    def is_block_end(self, step: int) -> bool:
+        return (step + 1) % self.inner_steps == 0
+
+    @torch.no_grad()
+    def after_step(self, network: nn.Module, problem: InverseProblem, step: int, out: StepOutput) -> torch.Tensor:
+        estimate = super().after_step(network, problem, step, out)
+        if self.is_block_end(step):
+            new_input = out.output.detach()
+            if self.use_data_consistency:
+                new_input = data_consistency(problem, new_input)
+            self.z.copy_(new_input)
+        return estimate
