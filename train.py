@@ -4,6 +4,8 @@ import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from untrained.errors import UserError
@@ -16,6 +18,8 @@ def main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
     except UserError as error:
         logging.getLogger("untrained").error("%s", error)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra marks this job failed and runs the sweep's other jobs
         sys.exit(2)
     # The returned value is what Hydra sweepers optimise.
     return metrics.get("best_psnr", metrics.get("final_loss"))

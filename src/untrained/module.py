@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from untrained.callbacks.checkpoint import rng_states, set_rng_states
 from untrained.data.problem import InverseProblem
 from untrained.methods.base import Method, StepOutput
 
@@ -55,6 +56,7 @@ class UntrainedModule(L.LightningModule):
         self.pending: list[tuple[int, dict[str, torch.Tensor]]] = []
         self.history: dict[str, list] = {"step": [], "loss": []}
         self.status, self.failure = "running", None
+        self.rng_to_restore: dict | None = None  # set when resuming from a checkpoint
 
     # Data ---------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
@@ -87,7 +89,7 @@ class UntrainedModule(L.LightningModule):
         better = value > self.best_psnr
         self.best_image.copy_(torch.where(better, estimate, self.best_image))
         self.best_step.copy_(torch.where(better, step, self.best_step))
-        self.best_psnr.copy_(torch.maximum(value, self.best_psnr))
+        self.best_psnr.copy_(torch.where(better, value, self.best_psnr))  # a NaN PSNR (divergence) never wins
         return value
 
     def flush(self) -> None:
@@ -122,6 +124,23 @@ class UntrainedModule(L.LightningModule):
         self.flush()
         if self.status == "running":
             self.status = "completed"
+
+    # Checkpoints (callbacks/checkpoint.py): buffers and parameters are in the state_dict already -----
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["untrained"] = {"history": self.history, "pending": self.pending, "status": self.status,
+                                   "failure": self.failure, "rng": rng_states()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["untrained"]
+        self.history, self.pending = state["history"], state["pending"]
+        self.status, self.failure, self.rng_to_restore = state["status"], state["failure"], state["rng"]
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # Not in on_load_checkpoint: Lightning draws a seed from the global generator when it starts the
+        # dataloader after that, which the uninterrupted run did at step 0, not here.
+        if self.rng_to_restore is not None:
+            set_rng_states(self.rng_to_restore)
+            self.rng_to_restore = None
 
     # Results ------------------------------------------------------------------------------------
     @torch.no_grad()

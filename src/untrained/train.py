@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from untrained.callbacks.base import ReportingCallback
@@ -63,6 +66,24 @@ def close_experiment(logger) -> None:
         finish()
 
 
+def check_wandb_reachable(logger_cfg: DictConfig | None) -> None:
+    """W&B online mode with no route to its server would stall a job in ``wandb.init``: fail in seconds instead."""
+    offline_modes = ("offline", "disabled", "dryrun")
+    if (logger_cfg is None or not str(logger_cfg.get("_target_", "")).endswith("WandbLogger")
+            or logger_cfg.get("offline") or os.environ.get("WANDB_MODE") in offline_modes):
+        return
+    import wandb
+    from urllib.parse import urlparse
+
+    os.environ.setdefault("WANDB_INIT_TIMEOUT", "60")  # a reachable but unresponsive server: give up after a minute
+    url = urlparse(wandb.Settings().base_url)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=5).close()
+    except OSError as error:
+        raise UserError(f"W&B is online (logger.offline=false) but {url.hostname} is unreachable ({error}): use "
+                        "logger.offline=true and sync later with `wandb sync`, or logger=none.") from None
+
+
 def build_module(cfg: DictConfig) -> UntrainedModule:
     """Task, method and network from the config, seeded, ready for the trainer."""
     L.seed_everything(cfg.seed, workers=False, verbose=False)
@@ -77,16 +98,24 @@ def train(cfg: DictConfig) -> dict:
     """Fit one measurement; return the metrics written to ``metrics.json``."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    check_wandb_reachable(cfg.get("logger"))
     module = build_module(cfg)
     callbacks = [build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    # Last, so that a checkpoint taken after a step holds the other callbacks' state of that step.
+    checkpointing = build(cfg.get("checkpoint"), "checkpoint")
+    callbacks += [checkpointing] if checkpointing else []
     logger = build(cfg.get("logger"), "logger") or False
-    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=logger)
+    # Inside SLURM the checkpoint callback answers the signals; Lightning's auto-requeue would save another.
+    plugins = {"plugins": [SLURMEnvironment(auto_requeue=False)]} if checkpointing and SLURMEnvironment.detect() else {}
+    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=logger, **plugins)
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     start = time.perf_counter()
-    trainer.fit(module)
-    wall_time = time.perf_counter() - start
+    trainer.fit(module, ckpt_path=checkpointing.resume_path() if checkpointing else None)
+    if checkpointing and checkpointing.interrupted:
+        checkpointing.exit_after_signal()
+    wall_time = time.perf_counter() - start + (checkpointing.elapsed_before if checkpointing else 0.0)
 
     metrics = module.summary()
     metrics.update(
@@ -103,6 +132,8 @@ def train(cfg: DictConfig) -> dict:
             metrics.update(callback.report(module))
             images.update(callback.images(module))
     write_run_outputs(output_dir, module, metrics, images)
+    if checkpointing:
+        checkpointing.finish()
     if logger:
         logger.log_metrics({f"summary/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=metrics["steps"])
         logger.finalize("success" if metrics["status"] == "completed" else "failed")

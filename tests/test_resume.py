@@ -1,0 +1,134 @@
+"""Preemption-safe runs: a run stopped by a signal resumes and ends bit-for-bit like an uninterrupted one;
+diverging runs fail cleanly; W&B online without network fails fast."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from omegaconf import open_dict
+
+from untrained.callbacks.checkpoint import RunInterrupted
+from untrained.errors import UserError
+from untrained.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small, and every piece of state that resuming must carry: RNG per step (input noise), the output average,
+# best-iterate tracking every other step, host records pending between flushes (log_every = 5).
+SETTING = ["trainer.max_steps=12", "module.log_every=5", "module.eval_every=2", "method.reg_noise_std=0.05",
+           "method.exp_weight=0.9", "network.channels_down=[8,8]", "network.channels_up=[8,8]", "network.channels_skip=[2,2]"]
+TIMING = {"wall_time_s", "seconds_per_step"}
+
+
+class SignalAtStep(L.Callback):
+    """Sends this process a real signal after optimizer step ``step``, as SLURM would at any time."""
+
+    def __init__(self, step: int, signum: int):
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+def outputs(run_dir: Path) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return ({k: v for k, v in metrics.items() if k not in TIMING}, json.loads((run_dir / "history.json").read_text()),
+            np.load(run_dir / "final.npy"), np.load(run_dir / "best.npy"))
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    metrics_a, history_a, final_a, best_a = outputs(a)
+    metrics_b, history_b, final_b, best_b = outputs(b)
+    assert metrics_a == metrics_b
+    assert history_a == history_b and history_a["step"] == list(range(12))
+    assert np.array_equal(final_a, final_b) and np.array_equal(best_a, best_b)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    from tests.conftest import compose_config
+
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    train(compose_config(SETTING, run_dir))
+    return run_dir
+
+
+def test_signal_checkpoints_and_resume_is_bit_for_bit(make_cfg, uninterrupted, tmp_path):
+    cfg = make_cfg(SETTING)
+    with open_dict(cfg):
+        cfg.callbacks = {"preempt": {"_target_": "tests.test_resume.SignalAtStep", "step": 7, "signum": int(signal.SIGUSR2)}}
+    with pytest.raises(RunInterrupted) as stopped:
+        train(cfg)
+    assert stopped.value.code == 128 + signal.SIGUSR2
+    run_dir = Path(cfg.paths.output_dir)
+    assert not (run_dir / "metrics.json").exists()
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 7
+    assert {"method.z", "method.average", "best_image", "best_psnr"} <= set(checkpoint["state_dict"])
+    assert checkpoint["optimizer_states"] and checkpoint["untrained"]["history"]["step"] == list(range(7))
+    assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL  # handlers are given back after the fit
+
+    train(make_cfg(SETTING))  # the same run directory: resumes from last.ckpt
+    assert_same_run(uninterrupted, run_dir)
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()  # removed once the outputs are written
+
+
+def test_sigterm_to_a_cli_run_then_rerun_resumes(uninterrupted, tmp_path):
+    """A real SIGTERM (what `scontrol requeue` and preemption send) from outside, then the same command again.
+
+    Periodic checkpoints (every step) show that the run is training; they are written atomically.
+    """
+    command = [sys.executable, "train.py", *SETTING, "trainer.max_steps=12", "task.size=32", "logger=none",
+               "callbacks=none", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
+               "checkpoint.every_n_steps=1", "module.log_every=5", f"hydra.run.dir={tmp_path}"]
+    run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=120)
+    if run.returncode == 0:
+        pytest.fail("the run finished before the signal arrived; make it longer")
+    assert run.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert checkpoint.exists() and not (tmp_path / "metrics.json").exists()
+    assert [p.name for p in checkpoint.parent.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "Resuming from" in (tmp_path / "train.log").read_text()
+    assert_same_run(uninterrupted, tmp_path)
+
+
+def test_diverging_run_fails_and_keeps_its_best_iterate(make_cfg):
+    cfg = make_cfg(SETTING[:1] + SETTING[5:] + ["method.lr=1e30", "module.log_every=1"])
+    metrics = train(cfg)
+    assert metrics["status"] == "failed" and "the loss became nan at step 1" in metrics["failure"]
+    assert metrics["steps"] == 2 and metrics["best_step"] == 0 and np.isfinite(metrics["best_psnr"])
+    written = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert written["status"] == "failed" and written["best_psnr"] == metrics["best_psnr"]
+    assert np.isfinite(np.load(Path(cfg.paths.output_dir) / "best.npy")).all()
+
+
+def test_wandb_offline_writes_a_syncable_run(make_cfg):
+    cfg = make_cfg(SETTING[:1] + SETTING[5:] + ["trainer.max_steps=2", "logger=wandb"])
+    train(cfg)
+    runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_wandb_online_without_network_fails_fast(make_cfg, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.invalid")  # never resolves, with or without a network
+    cfg = make_cfg(["logger=wandb", "logger.offline=false"])
+    start = time.monotonic()
+    with pytest.raises(UserError, match="unreachable.*logger.offline=true"):
+        train(cfg)
+    assert time.monotonic() - start < 30
