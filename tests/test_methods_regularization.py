@@ -175,6 +175,14 @@ def test_es_wmv_callback_stops_a_real_run_and_reports(make_cfg, tmp_path):
     assert (run / "es.png").is_file() and np.load(run / "es.npy").shape == (3, 32, 32)
 
 
+def test_es_wmv_with_fewer_steps_than_its_window_reports_no_detection(make_cfg, tmp_path):
+    cfg = make_cfg(["trainer.max_steps=8"])
+    cfg.callbacks = compose_callbacks("es_wmv")
+    metrics = train(cfg)
+    assert metrics["status"] == "completed" and metrics["es_stopped"] is False and "es_step" not in metrics
+    assert not (tmp_path / "run" / "es.png").exists() and (tmp_path / "run" / "psnr_curve.png").is_file()
+
+
 def compose_callbacks(name: str, **early_stopping):
     """Only the early-stopping callback of ``callbacks=<name>`` (no progress bar), with some options changed."""
     callbacks = compose_config([f"callbacks={name}"]).callbacks

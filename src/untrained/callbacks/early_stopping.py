@@ -115,8 +115,8 @@ class VarianceEarlyStopping(ReportingCallback):
     # Results ---------------------------------------------------------------------------------
     @torch.no_grad()
     def report(self, module) -> dict:
-        if not self.state or int(self.state["best_step"]) < 0:
-            return {f"{self.prefix}_step": None, f"{self.prefix}_stopped": False}
+        if not self.state or int(self.state["best_step"]) < 0:  # too few steps for a variance
+            return {f"{self.prefix}_stopped": False}
         s, p = self.state, self.prefix
         result = {
             f"{p}_step": int(s["best_step"]),
