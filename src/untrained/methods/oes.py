@@ -145,7 +145,10 @@ class OptimalEyeSurgeon(Method):
     def optimization_step(self, network: nn.Module, problem: InverseProblem, step: int, optimizer,
                           backward: Callable) -> StepOutput:
         if not self.pruned and step >= self.mask_steps:
-            self.prune(network)
+            if self.mask.any():  # resumed from a checkpoint taken in stage 2: the weights are trained already
+                self.pruned = True
+            else:
+                self.prune(network)
         optimizer.zero_grad(set_to_none=True)
         out = self.training_loss(network, problem, step)
         backward(out.loss)
