@@ -1,0 +1,313 @@
+"""Multi-coil Cartesian MRI from undersampled k-space: fastMRI HDF5 slices or a built-in simulation.
+
+Network space is 2 real channels (real, imaginary) of the complex image; metrics and figures see the
+magnitude inside the coil-map support, with ``data_range`` = the ground truth's maximum (fastMRI's
+PSNR/SSIM: magnitude, max-normalised). The ground truth of a file is the root-sum-of-squares of its
+fully sampled coil images, cropped (fastMRI's ``reconstruction_rss``); the simulation's is the RSS of
+its noiseless coil images (= the magnitude of its image). Only magnitudes are compared: ESPIRiT maps fix
+the image phase only up to a smooth per-pixel phase.
+
+Retrospective undersampling, as in the untrained-network MRI papers: the fully sampled coil images are
+centre-cropped (fastMRI's 320×320; ``size: null`` keeps the raw 640×368) and transformed back to
+k-space, which is then masked column-wise with fastMRI's mask functions. Coil maps come from ESPIRiT on
+the fully sampled centre (of the raw, acquired FOV for files; maps then cropped), or from the file / the
+simulation with ``maps: given``.
+The measurement is scaled so that the zero-filled reconstruction has maximum magnitude 1
+(``info['scale']``); the scale never looks at fully sampled data.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from untrained.data.espirit import acs_columns, calibration_region, espirit_maps
+from untrained.data.images import load_image
+from untrained.data.noise import add_gaussian
+from untrained.data.problem import InverseProblem
+from untrained.errors import UserError
+from untrained.operators.mri import MultiCoilMRI, conjugate_gradient, fft2c, ifft2c, rss
+
+log = logging.getLogger(__name__)
+
+FASTMRI_MASKS = ("random", "equispaced", "equispaced_fraction")
+MASKS = (*FASTMRI_MASKS, "variable_density")
+ISMRMRD_NAMESPACE = "{http://www.ismrm.org/ISMRMRD}"
+
+
+# Representations -------------------------------------------------------------------------------------
+def to_complex(x: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W) real/imaginary channels → complex (B, H, W)."""
+    return torch.complex(x[:, 0], x[:, 1])
+
+
+def to_channels(z: torch.Tensor) -> torch.Tensor:
+    """Complex (B, H, W) → (B, 2, H, W) real/imaginary channels."""
+    return torch.stack((z.real, z.imag), dim=1).float()
+
+
+def support_magnitude(x: torch.Tensor, operator: MultiCoilMRI) -> torch.Tensor:
+    """|x| (B, 1, H, W) where the coil maps are non-zero; ESPIRiT's cropped background is outside the model."""
+    return torch.linalg.vector_norm(x, dim=1, keepdim=True) * operator.support
+
+
+# Masks -----------------------------------------------------------------------------------------------
+def column_mask(kind: str, num_cols: int, acceleration: int, center_fraction: float, seed: int,
+                density_power: float = 2.0) -> torch.Tensor:
+    """A 0/1 mask of the k-space columns (phase encodes); the same seed gives the same mask."""
+    if kind not in MASKS:
+        raise UserError(f"Unknown task.mask '{kind}': choose one of {', '.join(MASKS)}.")
+    if acceleration < 1 or not 0 < center_fraction <= 1:
+        raise UserError(f"task.acceleration must be >= 1 and task.center_fraction in (0, 1], got {acceleration}, {center_fraction}.")
+    if kind == "variable_density":
+        return variable_density_mask(num_cols, acceleration, center_fraction, seed, density_power)
+    from fastmri.data.subsample import create_mask_for_mask_type
+
+    mask_func = create_mask_for_mask_type(kind, [center_fraction], [int(acceleration)])
+    mask, _ = mask_func((1, num_cols, 1), seed=seed)
+    return mask.reshape(num_cols).float()
+
+
+def centre_columns(num_cols: int, center_fraction: float) -> torch.Tensor:
+    """The fully sampled centre alone, placed as fastMRI's ``calculate_center_mask`` places it."""
+    mask = torch.zeros(num_cols)
+    num_low = round(num_cols * center_fraction)
+    start = (num_cols - num_low + 1) // 2
+    mask[start : start + num_low] = 1
+    return mask
+
+
+def variable_density_mask(num_cols: int, acceleration: float, center_fraction: float, seed: int, power: float) -> torch.Tensor:
+    """fastMRI's fully sampled centre plus columns drawn without replacement with density (1 - |k|/k_max)^power.
+
+    The polynomial density is Lustig, Donoho & Pauly 2007 (Sparse MRI, genPDF); the number of columns is
+    exactly round(num_cols / acceleration).
+    """
+    mask = centre_columns(num_cols, center_fraction).numpy()
+    num_low = int(mask.sum())
+    outer = np.flatnonzero(mask == 0)
+    wanted = min(max(round(num_cols / acceleration) - num_low, 0), outer.size)
+    if wanted:
+        distance = np.abs(outer - num_cols / 2) / (num_cols / 2)
+        density = np.clip(1 - distance, 1e-6, None) ** power
+        chosen = np.random.default_rng(seed).choice(outer, size=wanted, replace=False, p=density / density.sum())
+        mask[chosen] = 1
+    return torch.from_numpy(mask)
+
+
+# Simulation ------------------------------------------------------------------------------------------
+def birdcage_maps(coils: int, shape: tuple[int, int], radius: float = 1.5) -> torch.Tensor:
+    """Smooth synthetic sensitivities (C, H, W): coils on a circle of ``radius`` (FOV half-width units)
+    around the image, magnitude 1/distance and the azimuthal phase of a loop coil (the model of
+    sigpy.mri.birdcage_maps), normalised so that Σ_c |S_c|² = 1 everywhere."""
+    height, width = shape
+    y, x = torch.meshgrid(torch.linspace(-1, 1, height, dtype=torch.float64),
+                          torch.linspace(-1, 1, width, dtype=torch.float64), indexing="ij")
+    maps = []
+    for coil in range(coils):
+        angle = 2 * math.pi * coil / coils
+        dx, dy = x - radius * math.cos(angle), y - radius * math.sin(angle)
+        maps.append(torch.polar(1 / torch.sqrt(dx**2 + dy**2), torch.atan2(dx, -dy) - angle))
+    maps = torch.stack(maps)
+    return (maps / torch.linalg.vector_norm(maps, dim=0)).to(torch.complex64)
+
+
+def smooth_phase(shape: tuple[int, int], amplitude: float) -> torch.Tensor:
+    """A smooth background phase (radians, |φ| ≤ amplitude): a tilt plus a quadratic bowl, as B0 offsets give."""
+    height, width = shape
+    y, x = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+    phase = 0.6 * x + 0.3 * y + 0.4 * (x**2 + y**2) - 0.4
+    return amplitude * phase / phase.abs().max()
+
+
+def simulate_coil_images(image: str, size, coils: int, phase: float, index: int = 0):
+    """The complex image (H, W) x = m·e^{iφ} of a built-in or file image m, and its true coil maps."""
+    if coils < 1:
+        raise UserError(f"task.coils must be >= 1, got {coils}.")
+    magnitude = load_image(image, size, grayscale=True, index=index)[0, 0]
+    shape = tuple(magnitude.shape)
+    x = torch.polar(magnitude, smooth_phase(shape, phase))
+    return x, birdcage_maps(coils, shape)
+
+
+# fastMRI files ---------------------------------------------------------------------------------------
+def read_header(raw: bytes | str | None) -> dict:
+    """Encoded and reconstruction matrix sizes from an ISMRMRD XML header (empty if missing or unreadable)."""
+    if raw is None:
+        return {}
+    try:
+        root = ElementTree.fromstring(raw)
+    except ElementTree.ParseError:
+        return {}
+    sizes = {}
+    for space in ("encodedSpace", "reconSpace"):
+        node = root.find(f"{ISMRMRD_NAMESPACE}encoding/{ISMRMRD_NAMESPACE}{space}/{ISMRMRD_NAMESPACE}matrixSize")
+        if node is not None:
+            sizes[space] = [int(node.findtext(f"{ISMRMRD_NAMESPACE}{axis}", "0")) for axis in ("x", "y")]
+    return sizes
+
+
+def load_fastmri_slice(path: str | Path, slice_index: int | None):
+    """Fully sampled k-space (C, H, W), optional given maps (C, H, W), and metadata of one slice."""
+    import h5py
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"fastMRI file '{path}' does not exist: give task.file=<path to a .h5 file> or task.file=null.")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise UserError(f"Cannot read '{path}' as HDF5 ({error}): give a fastMRI .h5 file.") from None
+    with handle:
+        if "kspace" not in handle:
+            raise UserError(f"'{path}' has no 'kspace' dataset (it has {sorted(handle.keys())}): give a fastMRI multi-coil or single-coil file.")
+        kspace = handle["kspace"]
+        if kspace.ndim not in (3, 4):
+            raise UserError(f"'{path}': kspace has shape {kspace.shape}; expected slices×coils×H×W or slices×H×W.")
+        slices = kspace.shape[0]
+        index = slices // 2 if slice_index is None else int(slice_index)
+        if not 0 <= index < slices:
+            raise UserError(f"task.slice={slice_index} is out of range: '{path.name}' has {slices} slices (0..{slices - 1}).")
+        data = torch.from_numpy(np.asarray(kspace[index])).to(torch.complex64)
+        data = data[None] if data.ndim == 2 else data  # single-coil files: one coil
+        maps = torch.from_numpy(np.asarray(handle["sens_maps"][index])).to(torch.complex64) if "sens_maps" in handle else None
+        header = handle["ismrmrd_header"][()] if "ismrmrd_header" in handle else None
+        info = {"file": str(path), "slice": index, "slices": slices, "kspace_shape": list(data.shape),
+                "acquisition": str(handle.attrs.get("acquisition", "")), **read_header(header)}
+    return data, maps, info
+
+
+def crop_shape(size, image_shape: tuple[int, int]) -> tuple[int, int]:
+    if size is None:
+        return image_shape
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    if not (0 < height <= image_shape[0] and 0 < width <= image_shape[1]):
+        raise UserError(f"task.size={size} does not fit the {image_shape[0]}x{image_shape[1]} image: "
+                        f"use a crop within it, or task.size=null for the raw size.")
+    return height, width
+
+
+def center_crop(images: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """fastMRI's center_crop over the last two axes."""
+    top, left = (images.shape[-2] - shape[0]) // 2, (images.shape[-1] - shape[1]) // 2
+    return images[..., top : top + shape[0], left : left + shape[1]]
+
+
+# Task ------------------------------------------------------------------------------------------------
+def mri(
+    file: str | None = None,
+    slice: int | None = None,
+    image: str = "shepp_logan_phantom",
+    index: int = 0,
+    size=320,
+    coils: int = 15,
+    phase: float = 1.0,
+    noise: float = 0.01,
+    noise_seed: int = 0,
+    mask: str = "random",
+    acceleration: int = 4,
+    center_fraction: float = 0.08,
+    density_power: float = 2.0,
+    mask_seed: int = 0,
+    maps: str = "espirit",
+    espirit: dict | None = None,
+    cg_iterations: int = 10,
+) -> InverseProblem:
+    """Undersampled multi-coil k-space of a fastMRI slice (``file``) or of a simulated acquisition.
+
+    Args:
+        file, slice: fastMRI .h5 file and slice index (null: the middle slice); ``file=null`` simulates.
+        image, index: the simulation's magnitude image (built-in name, file or folder + index).
+        size: crop (files) or image size (simulation); int, [H, W] or null (raw).
+        coils, phase, noise: simulation only: coil count, smooth phase amplitude (rad), and the std of
+            complex Gaussian k-space noise as a fraction of the image's peak magnitude (orthonormal FFT:
+            the same std per pixel in each coil image).
+        mask, acceleration, center_fraction, density_power, mask_seed: the column mask.
+        maps: 'espirit' (from the fully sampled centre) or 'given' (the file's ``sens_maps``, or the
+            simulation's true maps).
+        espirit: ESPIRiT options (calib_width, kernel_size, threshold, crop).
+        cg_iterations: iterations of the CG-SENSE baseline.
+    """
+    if maps not in ("espirit", "given"):
+        raise UserError(f"task.maps must be 'espirit' or 'given', got '{maps}'.")
+    if noise < 0:
+        raise UserError(f"task.noise must be >= 0, got {noise}.")
+    if file is None:
+        x, true_maps = simulate_coil_images(image, size, coils, phase, index)
+        coil_images = true_maps * x
+        kspace = add_gaussian(fft2c(coil_images), noise, noise_seed) if noise > 0 else fft2c(coil_images)
+        truth, given_maps = rss(coil_images).to(torch.complex64), true_maps  # = |x|, as Σ_c |S_c|² = 1
+        info = {"source": "simulation", "image": str(image), "coils": coils, "noise": noise, "phase": phase}
+        calibration = None  # the measured k-space's own centre
+    else:
+        raw, file_maps, info = load_fastmri_slice(file, slice)
+        shape = crop_shape(size, tuple(raw.shape[-2:]))
+        coil_images = center_crop(ifft2c(raw), shape)
+        kspace = fft2c(coil_images)
+        truth = rss(coil_images).to(torch.complex64)  # fastMRI's reconstruction_rss
+        given_maps = center_crop(file_maps, shape) if file_maps is not None else None
+        # Calibrate on the acquired (raw) FOV, whose centre lines a scanner measures, then crop the maps:
+        # cropped coil images are not periodic, so ESPIRiT on the cropped k-space misfits at the edges.
+        calibration = (raw, centre_columns(raw.shape[-1], center_fraction))
+        info["source"] = "fastmri"
+
+    height, width = kspace.shape[-2:]
+    columns = column_mask(mask, width, acceleration, center_fraction, mask_seed, density_power)
+    full_mask = columns.expand(height, width).clone()
+    measured = kspace * full_mask
+
+    if maps == "given":
+        if given_maps is None:
+            raise UserError(f"'{file}' has no 'sens_maps' dataset: use task.maps=espirit.")
+        coil_maps = given_maps
+    elif kspace.shape[0] == 1:
+        coil_maps = torch.ones_like(kspace)  # single coil: no sensitivity weighting
+    else:
+        kspace_centre, centre = calibration or (measured, columns)
+        coil_maps = center_crop(estimate_maps(kspace_centre, centre, espirit or {}), (height, width))
+
+    operator = MultiCoilMRI(coil_maps, full_mask)
+    zero_filled = operator.adjoint(measured[None])
+    scale = float(zero_filled.abs().max())
+    if not scale > 0:
+        raise UserError("The zero-filled reconstruction is zero everywhere: check the mask and the k-space data.")
+    y = measured[None] / scale
+    zero_filled = zero_filled / scale
+    cg_sense = conjugate_gradient(operator.normal, zero_filled, cg_iterations)
+    x_true = to_channels(truth[None] / scale)
+    info.update(scale=scale, mask=mask, acceleration=acceleration, center_fraction=center_fraction,
+                sampled_fraction=float(columns.mean()), maps=maps, shape=[height, width])
+    return InverseProblem(
+        name="mri",
+        operator=operator,
+        y=y,
+        image_shape=(2, height, width),
+        x_true=x_true,
+        init=to_channels(zero_filled),
+        baselines={"zero_filled": to_channels(zero_filled), "cg_sense": to_channels(cg_sense)},
+        to_domain=to_complex,
+        from_domain=to_channels,
+        to_display=functools.partial(support_magnitude, operator=operator),
+        data_range=float(truth.abs().max() / scale),
+        info=info,
+    )
+
+
+def estimate_maps(kspace: torch.Tensor, columns: torch.Tensor, options: dict) -> torch.Tensor:
+    """ESPIRiT maps (C, H, W) from the centre of ``kspace`` where ``columns`` are fully sampled; the kernel
+    shrinks to fit a narrow centre (small images)."""
+    options = {"calib_width": 24, "kernel_size": 6, "threshold": 0.02, "crop": 0.95, **options}
+    start, stop = acs_columns(columns)
+    acs = min(stop - start, options["calib_width"])
+    kernel = min(options["kernel_size"], max(2, math.ceil(acs / 2)))
+    if kernel < options["kernel_size"]:
+        log.info("ESPIRiT: %d fully sampled centre columns; kernel %d instead of %d.", acs, kernel, options["kernel_size"])
+    calib = calibration_region(kspace, columns, options["calib_width"])
+    coil_maps, _ = espirit_maps(calib, tuple(kspace.shape[-2:]), kernel, options["threshold"], options["crop"])
+    return coil_maps
