@@ -222,3 +222,29 @@ def test_methods_run_on_mri(make_cfg, overrides):
     metrics = train(cfg)
     assert metrics["status"] == "completed" and metrics["steps"] == 12
     assert np.isfinite(metrics["final_psnr"]) and np.isfinite(metrics["final_loss"])
+
+
+def test_es_wmv_state_survives_a_checkpoint_resume(make_cfg, tmp_path):
+    """Preempted at step 25 and resumed, ES-WMV detects the same step as an uninterrupted run."""
+    import signal
+
+    from omegaconf import open_dict
+
+    from untrained.callbacks.checkpoint import RunInterrupted
+
+    def run(subdir: str, preempt: bool) -> dict:
+        cfg = make_cfg(["trainer.max_steps=40"], subdir=subdir)
+        with open_dict(cfg):
+            cfg.callbacks = compose_callbacks("es_wmv", window=10, patience=200, stop_training=False)
+            if preempt:
+                cfg.callbacks.preempt = {"_target_": "tests.test_resume.SignalAtStep", "step": 25, "signum": int(signal.SIGUSR2)}
+        if preempt:
+            with pytest.raises(RunInterrupted):
+                train(cfg)
+            with open_dict(cfg):
+                cfg.callbacks.pop("preempt")
+        return train(cfg)
+
+    resumed, uninterrupted = run("resumed", True), run("uninterrupted", False)
+    keys = ("es_step", "es_variance", "es_psnr", "final_psnr")
+    assert {k: resumed[k] for k in keys} == {k: uninterrupted[k] for k in keys}

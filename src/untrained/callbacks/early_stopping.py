@@ -87,9 +87,27 @@ class VarianceEarlyStopping(ReportingCallback):
         self.pending.append((step, variance))
         return variance
 
+    # Checkpoints: a resumed run continues the same window, minimum and patience -----------------
+    statistic_names: tuple[str, ...] = ()
+
+    def state_dict(self) -> dict:
+        if not self.state:
+            return {}
+        return {"observed": self.observed, "state": dict(self.state),
+                "statistic": {name: getattr(self, name) for name in self.statistic_names}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.restored = state_dict
+
     # Lightning hooks -------------------------------------------------------------------------
     def on_train_start(self, trainer, module) -> None:
-        self.state = {}
+        restored, self.restored = getattr(self, "restored", None), None
+        self.state, self.pending = {}, []
+        if restored:  # load_state_dict ran before training started
+            self.observed = restored["observed"]
+            self.state = {k: v.to(module.device) for k, v in restored["state"].items()}
+            for name, value in restored["statistic"].items():
+                setattr(self, name, value.to(module.device))
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step - 1  # the optimizer step of this batch has already been counted
@@ -142,6 +160,8 @@ class VarianceEarlyStopping(ReportingCallback):
 class WindowedVarianceStopping(VarianceEarlyStopping):
     """ES-WMV: VAR_t = (1/W) Σ_{w<W} mean_pixels (x_{t−w} − x̄_t)², x̄_t the window mean (W = 100, P = 1000)."""
 
+    statistic_names = ("buffer", "total", "total_squares")
+
     def __init__(self, window: int = 100, **kwargs):
         super().__init__(**kwargs)
         if window < 2:
@@ -181,6 +201,8 @@ class ExponentialVarianceStopping(VarianceEarlyStopping):
     (the same minimiser, a size-independent value) and μ is not clipped, since network space need not
     be [0, 1] (e.g. real/imaginary MRI channels).
     """
+
+    statistic_names = ("mean", "moving_variance")
 
     def __init__(self, alpha: float = 0.1, start: int = 100, **kwargs):
         super().__init__(**kwargs)
