@@ -138,17 +138,23 @@ class DeepRED(Method):
     def regularizer(self, output: torch.Tensor, problem: InverseProblem, step: int) -> dict[str, torch.Tensor]:
         return {"admm": self.mu * ((output - (self.x - self.u)) ** 2).mean()}
 
+    def optimization_step(self, network: nn.Module, problem: InverseProblem, step: int, optimizer,
+                          backward: Callable) -> StepOutput:
+        """One ADMM iteration: the network step, then the x and u steps (the host-side denoiser makes
+        this an update rule of its own, which batched fits do not vmap)."""
+        out = super().optimization_step(network, problem, step, optimizer, backward)
+        self.admm_update(out.output.detach(), out.logs["data_loss"], step)
+        return out
+
     @torch.no_grad()
-    def after_step(self, network: nn.Module, problem: InverseProblem, step: int, out: StepOutput) -> torch.Tensor:
-        output = out.output.detach()
+    def admm_update(self, output: torch.Tensor, data_loss: torch.Tensor, step: int) -> None:
         if step % self.denoise_every == 0:
             self.denoised.copy_(self.denoiser(self.x))
         x = (self.red_weight * self.denoised + self.mu * (output + self.u)) / (self.red_weight + self.mu)
         self.x.copy_(x.clamp(*self.x_range) if self.x_range is not None else x)
         self.u.add_(output - self.x)
         # The reference's schedule, on the device: strengthen the prior once the output fits y closely.
-        fitted = (-10 * torch.log10(out.logs["data_loss"].clamp_min(1e-12)) > self.threshold).float()
+        fitted = (-10 * torch.log10(data_loss.clamp_min(1e-12)) > self.threshold).float()
         self.red_weight.add_(self.increase_reg * fitted)
         self.mu.add_(self.increase_reg * fitted)
         self.threshold.add_(self.threshold_step * fitted)
-        return super().after_step(network, problem, step, out)
