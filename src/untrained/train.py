@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from untrained.callbacks.base import ReportingCallback
 from untrained.errors import UserError
+from untrained.fast import performance_callbacks
 from untrained.module import UntrainedModule
 from untrained.outputs import write_run_outputs
 
@@ -99,8 +100,13 @@ def train(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     check_wandb_reachable(cfg.get("logger"))
+    if (cfg.get("performance") or {}).get("batch_size", 1) > 1:
+        from untrained.batched import train_batched
+
+        return train_batched(cfg)
     module = build_module(cfg)
     callbacks = [build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks += performance_callbacks(cfg)
     # Last, so that a checkpoint taken after a step holds the other callbacks' state of that step.
     checkpointing = build(cfg.get("checkpoint"), "checkpoint")
     callbacks += [checkpointing] if checkpointing else []

@@ -1,0 +1,411 @@
+"""Speed benchmark: the framework against a plain PyTorch loop, per task × network, and batched throughput.
+
+    python -m benchmarks                 # every task's default size × every network, CPU (+ GPU when present)
+    python -m benchmarks --quick         # tiny sizes, a few steps: a smoke test (< 30 s)
+    python -m benchmarks --tasks denoising --networks skip --fast --batch-sizes 1,2,4
+
+For each (task, network, device) the same network, loss and input are fitted by
+
+* ``plain``: the loop of the reference repositories (fp32, eager, ``loss.item()`` and a PSNR read on
+  the host every step), and
+* ``untrained``: ``trainer.fit`` of the framework with its default callbacks (progress bar, image
+  logger), module settings and the given logger; with ``--fast`` also the fast path
+  (``performance.*=true``),
+
+alternating, several rounds, in one process. Reported per variant: the median seconds per warm step,
+steps/s, the peak memory (CUDA: max allocated; CPU: peak RSS sampled during the variant's run), the
+time of a full reconstruction at the method's default step count, and the ratio to ``plain``. The
+framework's overhead is measured directly as well: per step, the time outside
+``method.optimization_step`` (Lightning's loop, callbacks, logging, metric tracking), which the
+plain loop spends on its ``.item()`` and PSNR reads. Results go to ``<out>/<name>.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from untrained.batched import build_batched
+from untrained.fast import HostSyncCounter, performance_callbacks
+from untrained.train import build, build_module, close_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+# --quick: tiny problems and networks (the tests' FAST setting), so the whole run is a smoke test.
+QUICK_TASK = {"size": 32}
+QUICK_NETWORK = {"skip": ["network.channels_down=[16,16,16]", "network.channels_up=[16,16,16]", "network.channels_skip=[4,4,4]"]}
+FAST_PATH = ["performance.autocast=true", "performance.channels_last=true", "performance.compile=true"]
+
+
+# Configs -----------------------------------------------------------------------------------------
+def compose_config(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def config_names(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def base_overrides(task: str, network: str, device: str, args, output_dir: str) -> list[str]:
+    overrides = [f"task={task}", f"network={network}", f"method={args.method}", f"trainer.accelerator={device}",
+                 f"logger={args.logger}", f"paths.output_dir={output_dir}", "hydra.run.dir=."]
+    if args.quick:
+        task_cfg = compose_config([f"task={task}"]).task
+        overrides += [f"task.{k}={v}" for k, v in QUICK_TASK.items() if k in task_cfg]
+        overrides += QUICK_NETWORK.get(network, [])
+    return overrides + list(args.override)
+
+
+# Clocks --------------------------------------------------------------------------------------------
+class Clock:
+    """Timestamps without host synchronisation: CUDA events on a GPU, ``perf_counter`` on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def now(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def seconds(self, start, end) -> float:
+        if not self.cuda:
+            return end - start
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
+
+
+class StepClock(L.Callback):
+    """Per step: the interval between consecutive step ends, and the time inside ``optimization_step``."""
+
+    def __init__(self):
+        self.ends, self.compute = [], []
+
+    def on_fit_start(self, trainer, module) -> None:
+        self.clock = Clock(module.device)
+        method = getattr(module, "method", None)
+        if method is None:  # the batched module has no single method: time the whole step only
+            return
+        inner = method.optimization_step
+
+        def timed(*args, **kwargs):
+            start = self.clock.now()
+            out = inner(*args, **kwargs)
+            self.compute.append((start, self.clock.now()))
+            return out
+
+        method.optimization_step = timed
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.ends.append(self.clock.now())
+
+    def step_seconds(self) -> list[float]:
+        return [self.clock.seconds(a, b) for a, b in zip(self.ends, self.ends[1:])]
+
+    def overhead_seconds(self) -> list[float]:
+        """Step interval minus the optimizer-step time, for the steps with both."""
+        steps = self.step_seconds()
+        compute = [self.clock.seconds(a, b) for a, b in self.compute[1:]]
+        return [s - c for s, c in zip(steps, compute)]
+
+
+class PeakMemory:
+    """Peak memory of a block: CUDA max allocated, or the process's RSS sampled every 10 ms on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak = device, 0
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    @contextmanager
+    def measure(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            yield
+            torch.cuda.synchronize()
+            self.peak = max(self.peak, torch.cuda.max_memory_allocated(self.device))
+            return
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                self.peak = max(self.peak, self._rss())
+                done.wait(0.01)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+
+# The two loops -----------------------------------------------------------------------------------
+def fit_framework(cfg, device: torch.device, memory: PeakMemory) -> StepClock:
+    """``untrained``: what ``train(cfg)`` runs (module, callbacks, logger, trainer.fit), plus a step clock."""
+    clock = StepClock()
+    if (cfg.get("performance") or {}).get("batch_size", 1) > 1:
+        module, _, callbacks = build_batched(cfg)
+    else:
+        module = build_module(cfg)
+        callbacks = [build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c is not None]
+        callbacks += performance_callbacks(cfg)
+    logger = build(cfg.get("logger"), "logger") or False
+    trainer = build(cfg.trainer, "trainer", callbacks=callbacks + [clock], logger=logger)
+    with memory.measure():
+        trainer.fit(module)
+    close_experiment(logger)
+    return clock
+
+
+def fit_plain(cfg, device: torch.device, memory: PeakMemory) -> dict[str, list[float]]:
+    """The reference repositories' loop on the same network, z, loss and data: fp32, eager, reads every step."""
+    module = build_module(cfg)  # the same seeded network, z and problem as the framework's run
+    network, method, problem = module.network.to(device), module.method.to(device), module.problem.to(device)
+    network.train()
+    optimizer = torch.optim.Adam(network.parameters(), lr=method.lr)
+    steps, reads = [], []
+    with memory.measure():
+        for step in range(cfg.trainer.max_steps):
+            start = time.perf_counter()
+            optimizer.zero_grad()
+            out = method.training_loss(network, problem, step)
+            out.loss.backward()
+            optimizer.step()
+            stepped = time.perf_counter()
+            loss = out.loss.item()  # noqa: F841 -- the reference scripts print/track it every step
+            if problem.has_ground_truth:
+                psnr = problem.psnr(out.output.detach()).item()  # noqa: F841
+            end = time.perf_counter()
+            steps.append(end - start)
+            reads.append(end - stepped)
+    return {"steps": steps, "reads": reads}
+
+
+def host_reads_per_step(cfg) -> dict[str, float]:
+    """Tensor → host reads (each one a GPU synchronisation) per step, counted on the CPU."""
+    counts = {}
+    with HostSyncCounter() as counter:
+        fit_framework(cfg, torch.device("cpu"), PeakMemory(torch.device("cpu")))
+    counts["untrained"] = counter.count / cfg.trainer.max_steps
+    with HostSyncCounter() as counter:
+        fit_plain(cfg, torch.device("cpu"), PeakMemory(torch.device("cpu")))
+    counts["plain"] = counter.count / cfg.trainer.max_steps
+    return counts
+
+
+# Measurements -------------------------------------------------------------------------------------
+def summarise(name: str, step_times: list[float], memory: int, default_steps: int, extra: dict | None = None) -> dict:
+    median = statistics.median(step_times)
+    return {"variant": name, "seconds_per_step": median, "steps_per_second": 1 / median,
+            "spread": [min(step_times), max(step_times)], "samples": len(step_times),
+            "peak_memory_mb": memory / 2**20, "full_reconstruction_s": median * default_steps,
+            "default_steps": default_steps, **(extra or {})}
+
+
+def benchmark_combo(task: str, network: str, device_name: str, args) -> dict:
+    device = torch.device("cuda" if device_name == "gpu" else "cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = base_overrides(task, network, device_name, args, tmp)
+        default_steps = int(compose_config(overrides).trainer.max_steps)
+        timed = [f"trainer.max_steps={args.warmup + args.steps}"]
+        variants = {"plain": None, "untrained": timed + ["performance.autocast=false", "performance.channels_last=false",
+                                                         "performance.compile=false"]}
+        if args.fast:
+            variants["untrained_fast"] = timed + FAST_PATH
+        samples = {name: [] for name in variants}
+        overheads, plain_reads = [], []
+        memory = {name: PeakMemory(device) for name in variants}
+        for round_index in range(args.rounds):
+            order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
+            for name in order:
+                cfg = compose_config(overrides + (variants[name] or timed))
+                if name == "plain":
+                    plain = fit_plain(cfg, device, memory[name])
+                    samples[name] += plain["steps"][args.warmup:]
+                    plain_reads += plain["reads"][args.warmup:]
+                else:
+                    clock = fit_framework(cfg, device, memory[name])
+                    samples[name] += clock.step_seconds()[args.warmup:]
+                    if name == "untrained":
+                        overheads += clock.overhead_seconds()[args.warmup:]
+        rows = []
+        for name in variants:
+            extra = {}
+            if name == "untrained":
+                median_step = statistics.median(samples[name])
+                extra = {"overhead_s": statistics.median(overheads), "overhead_pct": 100 * statistics.median(overheads) / median_step}
+            if name == "plain":
+                extra = {"reads_s": statistics.median(plain_reads)}
+            rows.append(summarise(name, samples[name], memory[name].peak, default_steps, extra))
+        plain_step = rows[0]["seconds_per_step"]
+        for row in rows:
+            row["ratio_to_plain"] = row["seconds_per_step"] / plain_step
+            row["speedup_vs_plain"] = plain_step / row["seconds_per_step"]
+        return {"task": task, "network": network, "device": device_name, "overrides": overrides, "variants": rows}
+
+
+def benchmark_batched(device_name: str, args) -> dict:
+    """Reconstructions per hour against B, at ``--batch-size-image`` px, at the method's default step count."""
+    device = torch.device("cuda" if device_name == "gpu" else "cpu")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = base_overrides("denoising", "skip", device_name, args, tmp)
+        overrides = [o for o in overrides if not o.startswith("task.size")] + [f"task.size={args.batch_image_size}"]
+        default_steps = int(compose_config(overrides).trainer.max_steps)
+        for size in args.batch_sizes:
+            cfg = compose_config(overrides + [f"trainer.max_steps={args.warmup + args.steps}", f"performance.batch_size={size}",
+                                              "performance.compile=false", "performance.autocast=false",
+                                              "performance.channels_last=false"])
+            memory = PeakMemory(device)
+            clock = fit_framework(cfg, device, memory)
+            row = summarise(f"B={size}", clock.step_seconds()[args.warmup:], memory.peak, default_steps)
+            row.update(batch_size=size, reconstructions_per_hour=size * 3600 / row["full_reconstruction_s"])
+            rows.append(row)
+    for row in rows:
+        row["throughput_vs_b1"] = row["reconstructions_per_hour"] / rows[0]["reconstructions_per_hour"]
+    return {"task": "denoising", "network": "skip", "device": device_name, "image_size": args.batch_image_size, "rows": rows}
+
+
+# Report -----------------------------------------------------------------------------------------
+def machine() -> dict:
+    info = {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
+            "lightning": L.__version__, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "load_average_at_start": os.getloadavg()}
+    try:
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor()
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def markdown(report: dict) -> str:
+    m, s = report["machine"], report["settings"]
+    lines = [f"# untrained speed benchmark ({'quick' if s['quick'] else 'full'})", "",
+             f"- machine: {m.get('cpu')} ({m['cpu_count']} cores, {m['torch_threads']} torch threads)"
+             + (f", GPU {m['gpu']} (CUDA {m['cuda']})" if "gpu" in m else ", no GPU")
+             + f"; load average at start {', '.join(f'{x:.1f}' for x in m['load_average_at_start'])}",
+             f"- torch {m['torch']}, lightning {m['lightning']}, python {m['python']}",
+             f"- settings: method {s['method']}, logger {s['logger']}, {s['warmup']} warm-up + {s['steps']} timed steps "
+             f"× {s['rounds']} rounds (alternating), medians over timed steps",
+             f"- command: `{s['command']}`", "",
+             "| task | network | device | variant | s/step | steps/s | ratio to plain | overhead | peak MB | full run (steps) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for combo in report["results"]:
+        if "skipped" in combo:
+            lines.append(f"| {combo['task']} | {combo['network']} | {combo['device']} | skipped: {combo['skipped']} | | | | | | |")
+            continue
+        for v in combo["variants"]:
+            overhead = f"{1000 * v['overhead_s']:.1f} ms ({v['overhead_pct']:.1f}%)" if "overhead_s" in v else (
+                f"reads {1000 * v['reads_s']:.1f} ms" if "reads_s" in v else "")
+            lines.append(f"| {combo['task']} | {combo['network']} | {combo['device']} | {v['variant']} | {v['seconds_per_step']:.4f} | "
+                         f"{v['steps_per_second']:.2f} | {v['ratio_to_plain']:.3f} | {overhead} | {v['peak_memory_mb']:.0f} | "
+                         f"{v['full_reconstruction_s']:.0f} s ({v['default_steps']}) |")
+    if report.get("host_reads_per_step"):
+        r = report["host_reads_per_step"]
+        lines += ["", f"Tensor → host reads per step (each a GPU synchronisation; counted on the CPU, "
+                      f"module.log_every=25): untrained {r['untrained']:.2f}, plain loop {r['plain']:.2f}."]
+    for batch in report.get("batched", []):
+        lines += ["", f"## Batched fits: denoising {batch['image_size']}², skip network, {batch['device']}", "",
+                  "| B | s/step | peak MB | reconstructions/hour | vs B=1 |", "|---|---|---|---|---|"]
+        for row in batch["rows"]:
+            lines.append(f"| {row['batch_size']} | {row['seconds_per_step']:.4f} | {row['peak_memory_mb']:.0f} | "
+                         f"{row['reconstructions_per_hour']:.2f} | {row['throughput_vs_b1']:.2f}× |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps (smoke test)")
+    parser.add_argument("--tasks", nargs="*", help="task configs (default: all in conf/task)")
+    parser.add_argument("--networks", nargs="*", help="network configs (default: all in conf/network)")
+    parser.add_argument("--devices", nargs="*", choices=["cpu", "gpu"], help="default: cpu, and gpu when available")
+    parser.add_argument("--method", default="vanilla")
+    parser.add_argument("--logger", default="csv", help="logger config: csv (default), wandb or none")
+    parser.add_argument("--steps", type=int, help="timed steps per round (default 5; quick 3)")
+    parser.add_argument("--warmup", type=int, help="untimed steps per round (default 2; quick 1)")
+    parser.add_argument("--rounds", type=int, help="alternating rounds (default 2; quick 1)")
+    parser.add_argument("--fast", action="store_true", help="also time the fast path (performance.*=true)")
+    parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",") if x], default=None,
+                        help="batched fits to time, e.g. 1,2,4 (default: none; quick: 1,2)")
+    parser.add_argument("--batch-image-size", type=int, help="image size of the batched fits (default 64; quick 32)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--name", help="output file name (default: <devices>[-quick])")
+    parser.add_argument("override", nargs="*", help="extra Hydra overrides for every run, e.g. module.log_every=50")
+    args = parser.parse_args(argv)
+    defaults = {"steps": (3, 5), "warmup": (1, 2), "rounds": (1, 2), "batch_image_size": (32, 64)}
+    for key, (quick, full) in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, quick if args.quick else full)
+    if args.batch_sizes is None:
+        args.batch_sizes = [1, 2] if args.quick else []
+    if args.devices is None:
+        args.devices = ["cpu"] + (["gpu"] if torch.cuda.is_available() else [])
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    tasks = args.tasks or config_names("task")
+    networks = args.networks or config_names("network")
+    results, reads = [], None
+    for device in args.devices:
+        if device == "gpu" and not torch.cuda.is_available():
+            results.append({"task": "*", "network": "*", "device": "gpu", "skipped": "no CUDA device on this machine"})
+            continue
+        for task in tasks:
+            for network in networks:
+                print(f"[benchmark] {task} × {network} on {device}", file=sys.stderr, flush=True)
+                try:
+                    results.append(benchmark_combo(task, network, device, args))
+                except Exception as error:  # noqa: BLE001 -- an unsupported combination is reported, not fatal
+                    reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+                    results.append({"task": task, "network": network, "device": device, "skipped": reason})
+    if not args.quick and "denoising" in tasks and "skip" in networks:
+        with tempfile.TemporaryDirectory() as tmp:
+            small = argparse.Namespace(**{**vars(args), "quick": True})
+            reads = host_reads_per_step(compose_config(base_overrides("denoising", "skip", "cpu", small, tmp)
+                                                       + ["trainer.max_steps=50"]))
+    batched = [benchmark_batched(d, args) for d in args.devices if args.batch_sizes and (d == "cpu" or torch.cuda.is_available())]
+    settings = {k: v for k, v in vars(args).items()}
+    settings["command"] = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
+    report = {"machine": machine(), "settings": settings, "results": results, "host_reads_per_step": reads,
+              "batched": batched}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = args.name or ("-".join(args.devices) + ("-quick" if args.quick else ""))
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / f"{name}.md").write_text(markdown(report))
+    print(markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

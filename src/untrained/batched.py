@@ -1,0 +1,342 @@
+"""Many measurements per process: B independent reconstructions fitted in one optimizer step.
+
+``performance.batch_size=B`` builds B ordinary single-run modules (member b with ``seed + b`` and,
+with ``performance.batch_vary=[seed,index]``, ``task.index + b``): the same networks, inputs z,
+measurements and method states that B separate runs would build. Their parameters and buffers are
+stacked with ``torch.func.stack_module_state`` and one loss, ``vmap`` of ``functional_call`` over
+the members, is minimised: each member's gradient depends only on its own weights, and Adam works
+element by element, so every member follows the trajectory of its separate run (up to
+floating-point rounding). Best iterates are tracked per member on the device; ground-truth-free
+early-stopping callbacks run once per member, and the fit stops when every member has stopped.
+
+BatchNorm: the running statistics are removed (``replace_all_batch_norm_modules_``) because vmap
+cannot update them in place; a fit only ever uses batch statistics (the network is in training mode
+throughout), so outputs are unchanged. Methods that replace ``Method.optimization_step`` (their own
+update rules) are not supported. With input perturbations (``reg_noise_std``, Self-Guided DIP) each
+member draws its own noise, but not from the stream its separate run would use.
+
+Each member's outputs go to ``<output_dir>/member_<b>/`` (the files of a single run); the batch
+summary goes to ``<output_dir>/metrics.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+from torch.func import functional_call, replace_all_batch_norm_modules_, stack_module_state, vmap
+
+from untrained.callbacks.base import ReportingCallback
+from untrained.data.problem import InverseProblem
+from untrained.errors import UserError
+from untrained.fast import performance_from_config
+from untrained.methods.base import Method, StepOutput
+from untrained.module import StepIndices, UntrainedModule
+from untrained.outputs import write_json_atomic, write_run_outputs
+
+log = logging.getLogger(__name__)
+
+
+class Member(nn.Module):
+    """One reconstruction as a single module, so that its whole state can be stacked and swapped in."""
+
+    def __init__(self, problem: InverseProblem, network: nn.Module, method: Method):
+        super().__init__()
+        self.problem, self.network, self.method = problem, network, method
+
+    def forward(self, step: int, loss: torch.Tensor | None = None, output: torch.Tensor | None = None):
+        """Without ``output``: (loss, output, logs) of the training loss. With the step's ``loss`` and
+        ``output``: the method's state update after the optimizer step, returning (estimate, PSNR).
+        (``functional_call`` only calls ``forward``, hence the two modes.)"""
+        if output is None:
+            out = self.method.training_loss(self.network, self.problem, step)
+            return out.loss, out.output, out.logs
+        with torch.no_grad():
+            estimate = self.method.after_step(self.network, self.problem, step, StepOutput(loss, output))
+            psnr = self.problem.psnr(estimate) if self.problem.has_ground_truth else torch.full((), math.nan)
+        return estimate, psnr
+
+
+def _flat(name: str) -> str:
+    return name.replace(".", "__")
+
+
+class BatchedModule(L.LightningModule):
+    """Fits the given (not yet trained) :class:`UntrainedModule` members together; see the module docstring."""
+
+    def __init__(self, members: list[UntrainedModule], eval_every: int = 1, log_every: int = 25):
+        super().__init__()
+        if eval_every < 1 or log_every < 1:
+            raise ValueError("eval_every and log_every must be >= 1.")
+        first = members[0]
+        if type(first.method).optimization_step is not Method.optimization_step:
+            raise UserError(f"Method '{first.method.name}' has its own update rule, which batched fits do not support: "
+                            f"set performance.batch_size=1.")
+        if any(m.problem.image_shape != first.problem.image_shape or m.problem.y.shape != first.problem.y.shape
+               for m in members):
+            raise UserError("Batched fits need measurements and images of one shape: use one task.size for all members.")
+        self.automatic_optimization = False
+        self.members = members  # a plain list: their own tensors are not trained, only the stacked copies
+        self.eval_every, self.log_every = eval_every, log_every
+        units = []
+        for m in members:
+            replace_all_batch_norm_modules_(m.network)
+            units.append(Member(m.problem, m.network, m.method))
+        self.template = units[0]
+        params, buffers = stack_module_state(units)
+        self.names = {"params": list(params), "buffers": list(buffers)}
+        self.stacked = nn.ParameterDict({_flat(k): nn.Parameter(v.detach()) for k, v in params.items()})
+        for key, value in buffers.items():
+            self.register_buffer(f"member_{_flat(key)}", value)
+        count, image = len(members), torch.zeros(len(members), 1, *first.problem.image_shape)
+        self.register_buffer("best_psnr", torch.full((count,), -math.inf))
+        self.register_buffer("best_step", torch.full((count,), -1, dtype=torch.long))
+        self.register_buffer("best_image", image.clone())
+        self.register_buffer("estimate", image.clone())
+        self.pending: list[tuple[int, dict[str, torch.Tensor]]] = []
+        self.finite = [True] * count
+        self.failures: list[str | None] = [None] * count
+        # The parameter groups of the method (e.g. weights and z at their own learning rates), by name.
+        names = {id(p): k for k, p in self.template.named_parameters()}
+        self.group_names = [[names[id(p)] for p in g["params"]] for g in first.method.parameter_groups(first.network)]
+        self.group_options = [{k: v for k, v in g.items() if k != "params"} for g in first.method.parameter_groups(first.network)]
+
+    # State --------------------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        params = {k: self.stacked[_flat(k)] for k in self.names["params"]}
+        buffers = {k: getattr(self, f"member_{_flat(k)}") for k in self.names["buffers"]}
+        return params, buffers
+
+    @property
+    def problem(self) -> InverseProblem:
+        """Member 0's problem, for callbacks that show one reconstruction (image logging)."""
+        return self.members[0].problem
+
+    def train_dataloader(self):
+        steps = self.trainer.max_steps
+        if steps is None or steps < 1:
+            raise ValueError("trainer.max_steps must be a positive number of optimization steps.")
+        return torch.utils.data.DataLoader(StepIndices(steps), batch_size=None, shuffle=False, num_workers=0)
+
+    def configure_optimizers(self):
+        method = self.members[0].method
+        groups = [{"params": [self.stacked[_flat(k)] for k in names], **options}
+                  for names, options in zip(self.group_names, self.group_options)]
+        template = method.configure_optimizer(nn.Linear(1, 1))  # the method's optimizer class and defaults
+        return type(template)(groups, **template.defaults)
+
+    # Training -----------------------------------------------------------------------------------
+    def members_call(self, step: int, *args):
+        """Every member's ``Member.forward(step, *args)`` with its own state, in one vmapped call."""
+        params, buffers = self.state()
+
+        def one(p, b, *member_args):
+            return functional_call(self.template, (p, b), (step, *member_args))
+
+        return vmap(one, randomness="different")(params, buffers, *args)
+
+    def training_step(self, batch, batch_idx):
+        step = self.global_step
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        losses, outputs, logs = self.members_call(step)
+        self.manual_backward(losses.sum())  # members share no weights: each gets its own gradient
+        optimizer.step()
+        estimate, psnr = self.members_call(step, losses.detach(), outputs.detach())
+        self.estimate.copy_(estimate)
+        record = {"loss": losses.detach(), **{k: v.detach() for k, v in logs.items()}}
+        if self.members[0].problem.has_ground_truth and step % self.eval_every == 0:
+            better = psnr > self.best_psnr
+            per_member = better.view(-1, *[1] * (estimate.ndim - 1))
+            self.best_image.copy_(torch.where(per_member, estimate, self.best_image))
+            self.best_step.copy_(torch.where(better, step, self.best_step))
+            self.best_psnr.copy_(torch.maximum(psnr, self.best_psnr))
+            record["psnr"] = psnr
+        self.pending.append((step, record))
+        if (step + 1) % self.log_every == 0 or step + 1 >= self.trainer.max_steps:
+            self.flush()
+
+    def flush(self, progress_bar: bool = True) -> None:
+        """One host synchronisation: per-member records to the members' histories and the logger.
+
+        ``progress_bar=False`` at the end of the fit, where Lightning allows no ``self.log``."""
+        if not self.pending:
+            return
+        steps = [s for s, _ in self.pending]
+        keys = sorted({k for _, r in self.pending for k in r})
+        host = {k: [r[k].tolist() if k in r else None for _, r in self.pending] for k in keys}
+        self.pending.clear()
+        for b, member in enumerate(self.members):
+            for i, step in enumerate(steps):
+                row = {k: v[i][b] for k, v in host.items() if v[i] is not None}
+                member.history["step"].append(step)
+                for k in host:
+                    member.history.setdefault(k, []).append(row.get(k))
+                if self.logger is not None:
+                    self.logger.log_metrics({f"train/{k}/{b}": v for k, v in row.items()}, step=step)
+            if self.finite[b] and not math.isfinite(host["loss"][-1][b]):
+                self.finite[b] = False
+                self.failures[b] = f"the loss became {host['loss'][-1][b]} at step {steps[-1]}: lower method.lr or check the data"
+        bar = {"loss": sum(host["loss"][-1]) / len(self.members)}
+        if "psnr" in host and host["psnr"][-1] is not None:
+            bar["psnr"] = sum(host["psnr"][-1]) / len(self.members)
+        for k, v in bar.items() if progress_bar else ():
+            self.log(k, v, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        if not any(self.finite):
+            self.trainer.should_stop = True
+
+    def on_train_end(self) -> None:
+        self.flush(progress_bar=False)
+
+    # Results ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def unstack(self) -> None:
+        """Copy every member's final weights, state, estimate, best iterate and status back to its module."""
+        params, buffers = self.state()
+        for b, (member, unit) in enumerate(zip(self.members, self.units())):
+            member.to(self.device)
+            for name, tensor in {**dict(unit.named_parameters()), **dict(unit.named_buffers())}.items():
+                source = params.get(name, buffers.get(name))
+                if source is not None:
+                    tensor.copy_(source[b])
+            member.estimate.copy_(self.estimate[b])
+            member.best_image.copy_(self.best_image[b])
+            member.best_psnr.copy_(self.best_psnr[b])
+            member.best_step.copy_(self.best_step[b])
+            member.status = "completed" if self.finite[b] else "failed"
+            member.failure = self.failures[b]
+
+    def units(self) -> list[Member]:
+        return [Member(m.problem, m.network, m.method) for m in self.members]
+
+
+
+class MemberCallbacks(L.Callback):
+    """Runs one copy of each reporting callback (early stopping...) per member, on that member's estimate.
+
+    Each copy sees the member's module and a stand-in trainer with no logger; the fit stops when
+    every member's copies have asked to stop (a stopped rule freezes its state, so the extra steps
+    change nothing for that member).
+    """
+
+    def __init__(self, per_member: list[list[ReportingCallback]]):
+        self.per_member = per_member
+        self.trainers = [SimpleNamespace(global_step=0, logger=None, should_stop=False) for _ in per_member]
+
+    def _each(self, hook: str, trainer, module, *args) -> None:
+        for b, callbacks in enumerate(self.per_member):
+            member, stand_in = module.members[b], self.trainers[b]
+            stand_in.global_step = trainer.global_step
+            if hook == "on_train_batch_end":
+                member.estimate.copy_(module.estimate[b])
+            for callback in callbacks:
+                getattr(callback, hook)(stand_in, member, *args)
+
+    def on_train_start(self, trainer, module) -> None:
+        for member in module.members:
+            member.to(module.device)
+        self._each("on_train_start", trainer, module)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self._each("on_train_batch_end", trainer, module, outputs, batch, batch_idx)
+        if self.per_member[0] and all(t.should_stop for t in self.trainers):
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer, module) -> None:
+        self._each("on_train_end", trainer, module)
+
+
+def member_config(cfg: DictConfig, index: int) -> DictConfig:
+    """Member ``index``'s config: ``seed + index`` (noise, init, z) and, if asked, ``task.index + index``."""
+    member = copy.deepcopy(cfg)
+    vary = list(cfg.performance.get("batch_vary") or [])
+    unknown = set(vary) - {"seed", "index"}
+    if unknown:
+        raise UserError(f"performance.batch_vary may contain seed and index, got {sorted(unknown)}.")
+    with open_dict(member):
+        member.performance.batch_size = 1
+        if "seed" in vary:
+            member.seed = cfg.seed + index
+        if "index" in vary:
+            if "index" not in cfg.task:
+                raise UserError(f"Task '{cfg.task.get('name')}' has no index: remove index from performance.batch_vary.")
+            member.task.index = cfg.task.index + index
+    return member
+
+
+def build_batched(cfg: DictConfig) -> tuple[BatchedModule, list[DictConfig], list[L.Callback]]:
+    """The batched module, the members' configs, and the callbacks (shared ones + the per-member driver)."""
+    from untrained.train import build, build_module
+
+    size = int(cfg.performance.batch_size)
+    configs = [member_config(cfg, b) for b in range(size)]
+    module = BatchedModule([build_module(c) for c in configs], **cfg.module)
+    reporting, shared = [], []
+    for b in range(size):
+        built = [build(c, "callbacks") for c in (configs[b].get("callbacks") or {}).values() if c is not None]
+        reporting.append([c for c in built if isinstance(c, ReportingCallback)])
+        if b == 0:
+            shared = [c for c in built if not isinstance(c, ReportingCallback)]
+    performance = performance_from_config(cfg)
+    if performance.compile is True or performance.autocast is True or performance.channels_last is True:
+        log.warning("performance.compile/autocast/channels_last are not applied to batched fits: they run fp32 eager.")
+    return module, configs, shared + [MemberCallbacks(reporting)]
+
+
+def train_batched(cfg: DictConfig) -> dict:
+    """Fit ``performance.batch_size`` members together; write each member's outputs and a batch summary."""
+    from untrained.train import build, close_experiment
+
+    output_dir = Path(cfg.paths.output_dir)
+    module, configs, callbacks = build_batched(cfg)
+    members, size = module.members, len(module.members)
+    reporting = callbacks[-1].per_member
+    logger = build(cfg.get("logger"), "logger") or False
+    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=logger)
+    if logger:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    start = time.perf_counter()
+    trainer.fit(module)
+    wall_time = time.perf_counter() - start
+    module.unstack()
+
+    results = []
+    for b, (member, member_cfg) in enumerate(zip(members, configs)):
+        metrics = member.summary()
+        metrics.update(
+            steps=int(trainer.global_step), task=cfg.task.get("name"), method=cfg.method.get("name"),
+            seed=int(member_cfg.seed), member=b, batch_size=size, wall_time_s=wall_time,
+            seconds_per_step=wall_time / max(trainer.global_step, 1), device=str(module.device),
+        )
+        images = {}
+        for callback in reporting[b]:
+            metrics.update(callback.report(member))
+            images.update(callback.images(member))
+        write_run_outputs(output_dir / f"member_{b}", member, metrics, images)
+        results.append(metrics)
+    completed = [m for m in results if m["status"] == "completed"]
+    summary = {
+        "status": "completed" if completed else "failed", "batch_size": size, "steps": int(trainer.global_step),
+        "wall_time_s": wall_time, "seconds_per_step": wall_time / max(trainer.global_step, 1),
+        "reconstructions_per_hour": size * 3600 / wall_time if wall_time > 0 else None,
+        "members": results, "device": str(module.device),
+    }
+    for key in ("best_psnr", "final_psnr"):
+        values = [m[key] for m in completed if key in m]
+        if values:
+            summary[key] = sum(values) / len(values)
+    write_json_atomic(summary, output_dir / "metrics.json")
+    if logger:
+        logger.finalize("success" if completed else "failed")
+        close_experiment(logger)
+    log.info("Finished %d members x %d steps in %.1f s. Outputs: %s", size, summary["steps"], wall_time, output_dir)
+    return summary

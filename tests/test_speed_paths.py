@@ -1,0 +1,163 @@
+"""The fast path (compile, bf16, channels-last), batched fits and the benchmark, on tiny CPU problems.
+
+No timing assertions: speed is measured by ``python -m benchmarks``; these tests check that every
+path computes the same reconstruction as the plain one.
+"""
+
+import json
+import logging
+
+import lightning as L
+import pytest
+import torch
+
+from untrained.batched import build_batched, member_config
+from untrained.errors import UserError
+from untrained.fast import CompiledWithFallback, HostSyncCounter, Performance, accelerate_network, performance_callbacks
+from untrained.train import build, build_module, train
+
+
+STEPS = ["trainer.max_steps=8", "seed=5"]
+
+
+def fit(cfg, extra_callbacks=()):
+    """What ``train(cfg)`` fits (module, config callbacks, performance callbacks), without writing outputs."""
+    if cfg.performance.batch_size > 1:
+        module, _, callbacks = build_batched(cfg)
+    else:
+        module = build_module(cfg)
+        callbacks = [build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c is not None]
+        callbacks += performance_callbacks(cfg)
+    trainer = build(cfg.trainer, "trainer", callbacks=callbacks + list(extra_callbacks), logger=False)
+    trainer.fit(module)
+    return module, callbacks
+
+
+@pytest.fixture(scope="module")
+def eager_run():
+    """The fp32 eager reference run that the fast paths are compared with."""
+    from tests.conftest import compose_config
+
+    return fit(compose_config(STEPS))[0]
+
+
+def test_auto_settings_are_off_on_cpu_and_requests_are_explained(caplog):
+    network = torch.nn.Conv2d(1, 1, 1)
+    assert not any(Performance().resolve(torch.device("cpu"), network).values())
+    with caplog.at_level(logging.WARNING, logger="untrained.fast"):
+        settings = Performance(cuda_graphs=True).resolve(torch.device("cpu"), network)
+    assert not settings["cuda_graphs"] and "need a CUDA device" in caplog.text
+    with pytest.raises(UserError, match="performance.compile"):
+        Performance(compile="yes")
+
+
+def test_compiled_path_matches_eager_psnr(make_cfg, eager_run):
+    """torch.compile (dynamo + AOTAutograd; the aot_eager backend needs no C compiler) on the same seed."""
+    compiled, callbacks = fit(make_cfg(STEPS + ["performance.compile=true", "performance.compile_backend=aot_eager"]))
+    assert callbacks[-1].settings["compile"] and not compiled.problem.data_loss.failed  # compiled, no fallback
+    assert compiled.status == "completed"
+    assert abs(float(compiled.best_psnr) - float(eager_run.best_psnr)) < 0.1
+
+
+def test_compile_failure_falls_back_to_eager_with_a_message(caplog):
+    def failing_backend(graph, example_inputs):
+        raise RuntimeError("this backend cannot compile anything")
+
+    def loss(x):
+        return (x**2).mean()
+
+    fn = CompiledWithFallback(loss, "test loss", backend=failing_backend)
+    x = torch.randn(8)
+    with caplog.at_level(logging.WARNING, logger="untrained.fast"):
+        value = fn(x)
+    assert fn.failed and torch.equal(value, loss(x))
+    assert "torch.compile of the test loss failed" in caplog.text and "performance.compile=false" in caplog.text
+
+
+def test_bf16_channels_last_path_runs_and_keeps_fp32_outputs(make_cfg, eager_run):
+    cfg = make_cfg(STEPS)
+    module = build_module(cfg)
+    z = module.method.z
+    reference = module.network(z)
+    accelerate_network(module.network, torch.device("cpu"), {"autocast": True, "channels_last": True, "compile": False,
+                                                             "cuda_graphs": False})
+    fast = module.network(z)
+    assert fast.dtype == torch.float32 and fast.is_contiguous()
+    assert 0 < (fast - reference).abs().max() < 0.05  # bf16 rounding, nothing more
+    bf16, callbacks = fit(make_cfg(STEPS + ["performance.autocast=true", "performance.channels_last=true"]))
+    assert callbacks[-1].settings == {"autocast": True, "channels_last": True, "compile": False, "cuda_graphs": False}
+    assert bf16.status == "completed"
+    assert abs(float(bf16.best_psnr) - float(eager_run.best_psnr)) < 0.3
+
+
+def test_batched_fit_equals_separate_runs(make_cfg, tmp_path):
+    cfg = make_cfg(["trainer.max_steps=6", "seed=3", "module.log_every=4", "performance.batch_size=2"], subdir="batched")
+    batched = train(cfg)
+    assert batched["status"] == "completed" and batched["batch_size"] == 2 and len(batched["members"]) == 2
+    for b in range(2):
+        single, _ = fit(member_config(cfg, b))  # what a separate run with seed 3 + b fits
+        member, reference = batched["members"][b], single.summary()
+        assert member["seed"] == 3 + b and member["steps"] == 6
+        # Adam turns rounding-level gradient differences (vmapped vs plain convolutions) into tiny weight
+        # differences, so trajectories agree to a tolerance, not bit for bit.
+        assert abs(member["best_psnr"] - reference["best_psnr"]) < 0.1
+        assert member["final_loss"] == pytest.approx(reference["final_loss"], rel=0.05)
+        history = json.loads((tmp_path / "batched" / f"member_{b}" / "history.json").read_text())
+        assert history["loss"][0] == pytest.approx(single.history["loss"][0], rel=1e-5)  # same init, z and data
+        assert history["loss"] == pytest.approx(single.history["loss"], rel=0.05)
+        assert (tmp_path / "batched" / f"member_{b}" / "best.png").is_file()
+    assert batched["members"][0]["final_psnr"] != batched["members"][1]["final_psnr"]  # different noise and init
+    saved = json.loads((tmp_path / "batched" / "metrics.json").read_text())
+    assert saved["batch_size"] == 2 and saved["reconstructions_per_hour"] > 0
+
+
+def test_batched_early_stopping_runs_per_member(make_cfg):
+    cfg = make_cfg(["trainer.max_steps=25", "performance.batch_size=2", "callbacks=es_wmv", "trainer.enable_progress_bar=true",
+                    "callbacks.early_stopping.window=2", "callbacks.early_stopping.patience=2",
+                    "callbacks.early_stopping.check_every=1", "callbacks.images.every_n_steps=0"])
+    module, callbacks = fit(cfg)
+    steps = module.trainer.global_step
+    for member, (stopping,) in zip(module.members, callbacks[-1].per_member):
+        report = stopping.report(member)
+        assert report["es_stopped"] and 0 <= report["es_step"] < report["es_stop_step"] <= steps - 1
+        assert report["es_stop_step"] - report["es_step"] == 2  # the member's own patience ran out
+    assert steps < 25  # the fit stopped once every member had stopped
+
+
+def test_host_reads_happen_only_at_log_flushes(make_cfg):
+    """On a GPU every tensor → host read is a synchronisation: the step must not make any between flushes."""
+    log_every = 5
+
+    class ReadsPerStep(L.Callback):
+        def __init__(self, counter):
+            self.counter, self.at_start, self.reads = counter, 0, []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.at_start = self.counter.count
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.reads.append(self.counter.count - self.at_start)
+
+    cfg = make_cfg(["trainer.max_steps=10", f"module.log_every={log_every}", "callbacks=default",
+                    "trainer.enable_progress_bar=true"])
+    with HostSyncCounter() as counter:
+        recorder = ReadsPerStep(counter)
+        fit(cfg, [recorder])
+    flushes = {step for step in range(10) if (step + 1) % log_every == 0}
+    assert all(count == 0 for step, count in enumerate(recorder.reads) if step not in flushes), recorder.reads
+    assert all(recorder.reads[step] > 0 for step in flushes)
+
+
+def test_benchmark_quick_mode(tmp_path):
+    from benchmarks.run import main
+
+    report = main(["--quick", "--tasks", "denoising", "--networks", "skip", "--batch-sizes", "1,2", "--out", str(tmp_path)])
+    combo = report["results"][0]
+    variants = {v["variant"]: v for v in combo["variants"]}
+    assert set(variants) == {"plain", "untrained"}
+    assert variants["plain"]["ratio_to_plain"] == 1.0 and variants["untrained"]["seconds_per_step"] > 0
+    assert variants["untrained"]["full_reconstruction_s"] == pytest.approx(variants["untrained"]["seconds_per_step"] * 3000)
+    assert [row["batch_size"] for row in report["batched"][0]["rows"]] == [1, 2]
+    saved = json.loads((tmp_path / "cpu-quick.json").read_text())
+    assert saved["machine"]["torch"] == torch.__version__
+    assert "| denoising | skip | cpu | untrained |" in (tmp_path / "cpu-quick.md").read_text()
