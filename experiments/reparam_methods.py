@@ -76,7 +76,8 @@ def fit_salt_and_pepper(cfg, amount: float) -> tuple[dict, object]:
     L.seed_everything(cfg.seed, verbose=False)
     problem = salt_and_pepper(build(cfg.task, "task"), amount, cfg.seed)
     method = build(cfg.method, "method")
-    network = build(cfg.network, "network", in_channels=method.input_channels(problem), out_channels=problem.image_shape[0])
+    network = build(cfg.network, "network", in_channels=method.input_channels(problem),
+                    out_channels=problem.image_shape[0])
     module = UntrainedModule(problem, network, method, **cfg.module)
     trainer = build(cfg.trainer, "trainer", callbacks=[], logger=False)
     start = time.perf_counter()

@@ -27,7 +27,8 @@ TASK_SIZES = {"denoising": ["task.size=32"], "mri": ["task.size=32", "task.coils
 SMALL_DECODER = ["network.channels=16", "network.blocks=3", "method.input.channels=16"]
 SMALL_DRP = ["network.channels_down=[8]", "network.channels_up=[8]", "network.channels_skip=[2]"]
 # FAST (conftest) sets skip-net widths; the deep decoder and DRP runs use these instead.
-QUIET = ["task.size=32", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "logger=none", "callbacks=none"]
+QUIET = ["task.size=32", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "logger=none",
+         "callbacks=none"]
 
 
 def fit(method, network, problem, steps: int, start: int = 0) -> list[float]:
@@ -75,12 +76,14 @@ def test_oes_learns_a_mask_of_the_requested_sparsity_and_pruned_weights_stay_zer
     for (name, p), p0 in zip(network.named_parameters(), initial):
         pruned = masks[name] == 0
         assert (p[pruned] == 0).all(), name
-    moved = [not torch.equal(p[masks[n] == 1], p0[masks[n] == 1]) for (n, p), p0 in zip(network.named_parameters(), initial)]
+    moved = [not torch.equal(p[masks[n] == 1], p0[masks[n] == 1])
+             for (n, p), p0 in zip(network.named_parameters(), initial)]
     assert any(moved)  # the surviving weights are trained
 
     # The mask transfers: a new run on another image starts at stage 2 from m ⊙ θ₀.
     method.write_outputs(tmp_path, problem)
-    reused = build_module(make_cfg(["method=oes", f"method.mask={tmp_path / 'mask.pt'}", "task.image=chelsea"], subdir="reuse"))
+    reused = build_module(make_cfg(["method=oes", f"method.mask={tmp_path / 'mask.pt'}", "task.image=chelsea"],
+                                   subdir="reuse"))
     assert reused.method.pruned and torch.equal(reused.method.mask, method.mask)
     for p, p0, name in zip(reused.network.parameters(), initial, method.names):
         assert torch.equal(p, p0 * masks[name])
@@ -170,8 +173,8 @@ def test_deepred_calls_the_denoiser_every_k_steps_and_its_loss_decreases(make_cf
     ("deepred", ["method.denoise_every=3"], True),
 ])
 def test_methods_run_end_to_end(make_cfg, task, method, overrides, fast):
-    cfg = make_cfg(([] if fast else QUIET) + [f"task={task}", *TASK_SIZES[task], f"method={method}", "trainer.max_steps=6",
-                                              *overrides], fast=fast)
+    overrides = [f"task={task}", *TASK_SIZES[task], f"method={method}", "trainer.max_steps=6", *overrides]
+    cfg = make_cfg(([] if fast else QUIET) + overrides, fast=fast)
     metrics = train(cfg)
     assert metrics["status"] == "completed" and metrics["steps"] == 6
     assert math.isfinite(metrics["final_psnr"])

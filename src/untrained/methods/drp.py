@@ -58,9 +58,9 @@ class DeepRandomProjector(Method):
     def setup(self, problem: InverseProblem, network: nn.Module) -> None:
         super().setup(problem, network)
         if freeze_convolutions(network) == 0:
-            raise UserError("method=drp freezes the network's convolutions, but this network has none: use network=drp.")
+            raise UserError("method=drp freezes the network's convolutions, but it has none: use network=drp.")
         if not any(p.requires_grad for p in network.parameters()):
-            raise UserError("method=drp trains the network's BatchNorm layers, but this network has none: use network=drp.")
+            raise UserError("method=drp trains the network's BatchNorm layers, but it has none: use network=drp.")
         self.input_norm = BATCH_NORMS[self.z.dim() - 2](self.z.shape[1])
 
     def network_input(self, step: int) -> torch.Tensor:

@@ -124,7 +124,8 @@ class OptimalEyeSurgeon(Method):
         self.mask.copy_(top_fraction_mask(self.logits.detach(), self.sparsity))
         self.apply_mask(network, weights=self.initial_weights)
         self.pruned = True
-        log.info("OES: kept %d of %d parameters (%.2f%%).", int(self.mask.sum()), self.mask.numel(), 100 * float(self.mask.mean()))
+        kept = int(self.mask.sum())
+        log.info("OES: kept %d of %d parameters (%.2f%%).", kept, self.mask.numel(), 100 * kept / self.mask.numel())
 
     # Optimization ------------------------------------------------------------------------------
     def parameter_groups(self, network: nn.Module) -> list[dict]:
