@@ -80,6 +80,14 @@ def test_oes_learns_a_mask_of_the_requested_sparsity_and_pruned_weights_stay_zer
              for (n, p), p0 in zip(network.named_parameters(), initial)]
     assert any(moved)  # the surviving weights are trained
 
+    # Resuming in stage 2 (a checkpoint's state in a fresh module) keeps the trained weights: no second pruning.
+    resumed = build_module(make_cfg(["method=oes", "method.mask_steps=3", "method.sparsity=0.1"], subdir="resumed"))
+    resumed.load_state_dict(module.state_dict())
+    frozen_step = torch.optim.SGD(resumed.network.parameters(), lr=0.0)
+    resumed.method.optimization_step(resumed.network, resumed.problem, 7, frozen_step, lambda loss: loss.backward())
+    assert resumed.method.pruned
+    assert all(torch.equal(p, q) for p, q in zip(resumed.network.parameters(), network.parameters()))
+
     # The mask transfers: a new run on another image starts at stage 2 from m ⊙ θ₀.
     method.write_outputs(tmp_path, problem)
     reused = build_module(make_cfg(["method=oes", f"method.mask={tmp_path / 'mask.pt'}", "task.image=chelsea"],
