@@ -23,6 +23,7 @@ plain loop spends on its ``.item()`` and PSNR reads. Results go to ``<out>/<name
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -204,15 +205,23 @@ def fit_plain(cfg, device: torch.device, memory: PeakMemory) -> dict[str, list[f
     return {"steps": steps, "reads": reads}
 
 
-def host_reads_per_step(cfg) -> dict[str, float]:
-    """Tensor → host reads (each one a GPU synchronisation) per step, counted on the CPU."""
+def host_reads_per_step(cfg, steps: int = 50) -> dict[str, float]:
+    """Tensor → host reads (each one a GPU synchronisation) per step, counted on the CPU.
+
+    Runs of ``steps`` and ``2 * steps`` steps are counted; their difference over ``steps`` leaves out
+    the one-off reads of setting up (baselines, configuration) and is the steady per-step figure.
+    """
+    cpu = torch.device("cpu")
     counts = {}
-    with HostSyncCounter() as counter:
-        fit_framework(cfg, torch.device("cpu"), PeakMemory(torch.device("cpu")))
-    counts["untrained"] = counter.count / cfg.trainer.max_steps
-    with HostSyncCounter() as counter:
-        fit_plain(cfg, torch.device("cpu"), PeakMemory(torch.device("cpu")))
-    counts["plain"] = counter.count / cfg.trainer.max_steps
+    for name, loop in (("untrained", fit_framework), ("plain", fit_plain)):
+        totals = []
+        for length in (steps, 2 * steps):
+            run_cfg = copy.deepcopy(cfg)
+            run_cfg.trainer.max_steps = length
+            with HostSyncCounter() as counter:
+                loop(run_cfg, cpu, PeakMemory(cpu))
+            totals.append(counter.count)
+        counts[name] = (totals[1] - totals[0]) / steps
     return counts
 
 
@@ -354,6 +363,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",") if x], default=None,
                         help="batched fits to time, e.g. 1,2,4 (default: none; quick: 1,2)")
     parser.add_argument("--batch-image-size", type=int, help="image size of the batched fits (default 64; quick 32)")
+    parser.add_argument("--host-reads", action="store_true",
+                        help="also count tensor → host reads per step (denoising × skip, tiny size)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--name", help="output file name (default: <devices>[-quick])")
     parser.add_argument("override", nargs="*", help="extra Hydra overrides for every run, e.g. module.log_every=50")
@@ -388,11 +399,10 @@ def main(argv=None) -> dict:
                 except Exception as error:  # noqa: BLE001 -- an unsupported combination is reported, not fatal
                     reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
                     results.append({"task": task, "network": network, "device": device, "skipped": reason})
-    if not args.quick and "denoising" in tasks and "skip" in networks:
+    if args.host_reads and "denoising" in tasks and "skip" in networks:
         with tempfile.TemporaryDirectory() as tmp:
             small = argparse.Namespace(**{**vars(args), "quick": True})
-            reads = host_reads_per_step(compose_config(base_overrides("denoising", "skip", "cpu", small, tmp)
-                                                       + ["trainer.max_steps=50"]))
+            reads = host_reads_per_step(compose_config(base_overrides("denoising", "skip", "cpu", small, tmp)))
     batched = [benchmark_batched(d, args) for d in args.devices if args.batch_sizes and (d == "cpu" or torch.cuda.is_available())]
     settings = {k: v for k, v in vars(args).items()}
     settings["command"] = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
