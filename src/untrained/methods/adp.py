@@ -14,7 +14,9 @@ Three solvers (``solver``), each making exactly one ``optimizer.step()`` (plain 
   lower level to accuracy ε (gradient-mapping norm), CG to tolerance ε, and a backtracking step
   s = β ρ^i accepted by the inexact sufficient-decrease test
       U(x_new) + ||∇U(x_new)|| ε + L_U ε²/2 − U(x_k) + ||∇U(x_k)|| ε ≤ −c s ||g||²;
-  on success ε ← ν ε and β ← s·step_increase, after a failed line search ε ← τ ε.
+  on success ε ← ν ε and β ← s·step_increase, after a failed line search ε ← τ ε (as the reference's MAID.py
+  optimizer and the paper's Algorithm 2; the reference 1D script also multiplies ε by τ after every step).
+  The error bound uses ε directly (strong-convexity constant 1, as the reference) and L_U = ||A||².
   The hypergradient is written into ``.grad`` and SGD's learning rate is set to the accepted step.
 
 The reconstruction after each step is the lower-level iterate x, which is also the next step's
