@@ -32,7 +32,7 @@ def random_operator(shape=(33, 30), coils=4, seed=0) -> MultiCoilMRI:
 
 
 # Operator ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("shape", [(32, 32), (33, 30)])
+@pytest.mark.parametrize("shape", [(32, 32), (34, 32), (33, 30)])
 def test_centered_fft_is_fastmris(shape):
     x = torch.randn(2, 3, *shape, dtype=torch.complex64)
     assert torch.allclose(fft2c(x), torch.view_as_complex(fastmri.fft2c(torch.view_as_real(x))), atol=1e-6)
@@ -40,7 +40,7 @@ def test_centered_fft_is_fastmris(shape):
     assert torch.allclose(ifft2c(fft2c(x)), x, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(32, 32), (33, 30)])
+@pytest.mark.parametrize("shape", [(32, 32), (34, 32), (33, 30)])
 def test_sense_operator_is_adjoint_float32(shape):
     assert adjointness_error(random_operator(shape)) < 1e-4
 
