@@ -175,7 +175,7 @@ def test_deepred_calls_the_denoiser_every_k_steps_and_its_loss_decreases(make_cf
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("method, overrides, fast", [
     ("deep_decoder", SMALL_DECODER, False),
-    ("oes", ["method.mask_steps=3"], True),
+    ("oes", ["method.mask_steps=3", "method.prune=weights"], True),
     ("dop", ["method.corruption_lr=10"], True),
     ("drp", SMALL_DRP, False),
     ("deepred", ["method.denoise_every=3"], True),

@@ -62,6 +62,8 @@ class OptimalEyeSurgeon(Method):
         mask_lr: Adam learning rate of the logits.
         kl_weight: λ of the KL term (summed over parameters; the data term is a mean).
         temperature: τ of the relaxed Bernoulli.
+        prune: 'all' parameters (the reference code, which masks ``model.parameters()``) or 'weights'
+            (convolution/linear kernels only; biases and normalisation parameters stay dense and trained).
         mask: path of a ``mask.pt`` from an earlier run: skip stage 1 and train that sparse network.
         **kwargs: the options of :class:`Method`; ``lr`` is the stage-2 learning rate.
     """
@@ -69,19 +71,22 @@ class OptimalEyeSurgeon(Method):
     name = "oes"
 
     def __init__(self, sparsity: float = 0.05, mask_steps: int = 60000, mask_lr: float = 1e-2, kl_weight: float = 1e-9,
-                 temperature: float = 0.2, mask: str | None = None, **kwargs):
+                 temperature: float = 0.2, mask: str | None = None, prune: str = "all", **kwargs):
         super().__init__(**kwargs)
         if not 0 < sparsity <= 1:
             raise UserError(f"method.sparsity must be in (0, 1], the fraction of weights kept; got {sparsity}.")
         if mask_steps < 0 or temperature <= 0 or mask_lr <= 0:
             raise UserError("method.mask_steps must be >= 0 and method.temperature, method.mask_lr > 0.")
         self.sparsity, self.mask_steps, self.mask_lr = sparsity, mask_steps, mask_lr
+        if prune not in ("all", "weights"):
+            raise UserError(f"method.prune must be 'all' or 'weights', got '{prune}'.")
         self.kl_weight, self.temperature, self.mask_path = kl_weight, temperature, mask
+        self.prune_all = prune == "all"
 
     # Setup -------------------------------------------------------------------------------------
     def setup(self, problem: InverseProblem, network: nn.Module) -> None:
         super().setup(problem, network)
-        named = list(network.named_parameters())
+        named = [(n, p) for n, p in network.named_parameters() if self.prune_all or p.dim() >= 2]
         self.names = [name for name, _ in named]
         self.shapes = [p.shape for _, p in named]
         flat = torch.cat([p.detach().flatten() for _, p in named])
@@ -116,7 +121,8 @@ class OptimalEyeSurgeon(Method):
         masks = self.unflatten(self.mask)
         sources = self.unflatten(weights) if weights is not None else None
         for name, p in network.named_parameters():
-            p.copy_((sources[name] if sources is not None else p) * masks[name])
+            if name in masks:
+                p.copy_((sources[name] if sources is not None else p) * masks[name])
 
     @torch.no_grad()
     def prune(self, network: nn.Module) -> None:
@@ -138,7 +144,10 @@ class OptimalEyeSurgeon(Method):
         if self.pruned:
             return super().training_loss(network, problem, step)
         keep = relaxed_bernoulli(self.logits, self.temperature)
-        output = functional_call(network, self.unflatten(self.initial_weights * keep), (self.network_input(step),))
+        # Everything is frozen at θ₀ in stage 1; only the logits get gradients.
+        weights = {name: p.detach() for name, p in network.named_parameters()}
+        weights.update(self.unflatten(self.initial_weights * keep))
+        output = functional_call(network, weights, (self.network_input(step),))
         data = problem.data_loss(output)
         kl = self.kl_weight * bernoulli_kl(torch.sigmoid(self.logits), self.sparsity)
         return StepOutput(data + kl, output, {"data_loss": data.detach(), "kl": kl.detach()})
@@ -156,7 +165,7 @@ class OptimalEyeSurgeon(Method):
         if self.pruned:
             masks = self.unflatten(self.mask)
             for name, p in network.named_parameters():
-                if p.grad is not None:
+                if p.grad is not None and name in masks:
                     p.grad.mul_(masks[name])
         optimizer.step()
         if self.pruned:
