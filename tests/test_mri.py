@@ -136,6 +136,10 @@ def test_true_maps_option_and_option_errors():
         mri(size=32, coils=4, maps="bart")
     with pytest.raises(UserError, match="task.noise"):
         mri(size=32, coils=4, noise=-1)
+    with pytest.raises(UserError, match="task.espirit"):
+        mri(size=32, coils=4, espirit={"kernel": 5})
+    with pytest.raises(UserError, match="ESPIRiT needs at least 3"):
+        mri(size=32, coils=4, mask="equispaced", acceleration=8, center_fraction=0.01)
 
 
 # Task: fastMRI files -------------------------------------------------------------------------------

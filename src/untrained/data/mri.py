@@ -302,9 +302,16 @@ def mri(
 def estimate_maps(kspace: torch.Tensor, columns: torch.Tensor, options: dict) -> torch.Tensor:
     """ESPIRiT maps (C, H, W) from the centre of ``kspace`` where ``columns`` are fully sampled; the kernel
     shrinks to fit a narrow centre (small images)."""
-    options = {"calib_width": 24, "kernel_size": 6, "threshold": 0.02, "crop": 0.95, **options}
+    defaults = {"calib_width": 24, "kernel_size": 6, "threshold": 0.02, "crop": 0.95}
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise UserError(f"Unknown task.espirit option(s) {sorted(unknown)}: choose from {sorted(defaults)}.")
+    options = {**defaults, **options}
     start, stop = acs_columns(columns)
     acs = min(stop - start, options["calib_width"])
+    if acs < 3:
+        raise UserError(f"Only {acs} fully sampled centre columns; ESPIRiT needs at least 3: raise task.center_fraction "
+                        f"or give the maps (task.maps=given).")
     kernel = min(options["kernel_size"], max(2, math.ceil(acs / 2)))
     if kernel < options["kernel_size"]:
         log.info("ESPIRiT: %d fully sampled centre columns; kernel %d instead of %d.", acs, kernel, options["kernel_size"])
