@@ -43,8 +43,8 @@ ISMRMRD_NAMESPACE = "{http://www.ismrm.org/ISMRMRD}"
 
 # Representations -------------------------------------------------------------------------------------
 def to_complex(x: torch.Tensor) -> torch.Tensor:
-    """(B, 2, H, W) real/imaginary channels → complex (B, H, W)."""
-    return torch.complex(x[:, 0], x[:, 1])
+    """(B, 2, H, W) real/imaginary channels → complex64 (B, H, W) (also from bf16/fp16 autocast outputs)."""
+    return torch.complex(x[:, 0].float(), x[:, 1].float())
 
 
 def to_channels(z: torch.Tensor) -> torch.Tensor:
