@@ -50,10 +50,11 @@ def wait_for(condition, seconds: float, what: str):
     pytest.fail(f"timed out waiting for {what}")
 
 
-def sacct_states(job: str, duplicates: bool = False) -> dict[str, str]:
+def sacct_states(job: str, duplicates: bool = False) -> list[tuple[str, str]]:
+    """(task, state) of each array task; with ``duplicates`` also the earlier instances of requeued tasks."""
     command = ["sacct", "-j", job, "-X", "-n", "-P", "-o", "JobID,State"] + (["-D"] if duplicates else [])
     lines = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout.split()
-    return dict(line.split("|") for line in lines)
+    return sorted(tuple(line.split("|")) for line in lines)
 
 
 def test_sweep_is_one_job_array_and_a_requeued_task_resumes_exactly(cluster, tmp_path):
@@ -77,8 +78,8 @@ def test_sweep_is_one_job_array_and_a_requeued_task_resumes_exactly(cluster, tmp
                 subprocess.run(["scancel", job], timeout=30)
     assert sweep.returncode == 0, output[-3000:]
 
-    assert sacct_states(job) == {f"{job}_{i}": "COMPLETED" for i in range(4)}
-    assert "REQUEUED" in sacct_states(job, duplicates=True).values()
+    assert sacct_states(job) == [(f"{job}_{i}", "COMPLETED") for i in range(4)]
+    assert (f"{job}_1", "REQUEUED") in sacct_states(job, duplicates=True)
     metrics = []
     for run in range(4):
         values = json.loads((tmp_path / str(run) / "metrics.json").read_text())

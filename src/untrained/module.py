@@ -105,8 +105,10 @@ class UntrainedModule(L.LightningModule):
             if self.logger is not None:
                 self.logger.log_metrics(row, step=step)
             self.history["step"].append(step)
-            for k, v in host.items():
-                self.history.setdefault(k, []).append(v[i])
+            # Every list stays aligned with "step", also when a flush (e.g. an early stop) has no PSNR step in it.
+            for k in (self.history.keys() | host.keys()) - {"step"}:
+                column = self.history.setdefault(k, [None] * (len(self.history["step"]) - 1))
+                column.append(host[k][i] if k in host else None)
         last = {k: next((x for x in reversed(v) if x is not None), None) for k, v in host.items()}
         bar = {k: last[k] for k in ("loss", "psnr") if last.get(k) is not None}
         if self.problem.has_ground_truth:
