@@ -80,8 +80,9 @@ def collect(methods: list[str], runs: Path) -> tuple[dict, dict]:
         if method == ES_RUN:  # the ES result is the iterate at the detected step
             method = ES_LABEL
             if metrics.get("es_step") is not None:
-                row.update(detected_step=metrics["es_step"], detected_psnr=metrics["es_psnr"], stopped=metrics["es_stopped"],
-                           final_step=metrics["es_step"], final_psnr=metrics["es_psnr"], drop=row["peak_psnr"] - metrics["es_psnr"])
+                detected, psnr_there = metrics["es_step"], metrics["es_psnr"]
+                row.update(detected_step=detected, detected_psnr=psnr_there, stopped=metrics["es_stopped"],
+                           final_step=detected, final_psnr=psnr_there, drop=row["peak_psnr"] - psnr_there)
         curves[method], table[method] = (steps, psnr), row
     return curves, table
 
@@ -120,7 +121,8 @@ def format_table(table: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, help=f"method config names; {ES_RUN}: vanilla stopped by ES-WMV")
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
+                        help=f"method config names; {ES_RUN}: vanilla stopped by ES-WMV")
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--image", default="astronaut")

@@ -146,7 +146,8 @@ def test_variance_rule_stops_and_returns_the_variance_minimum(rule):
     if rule == "wmv":
         callback, reference = WindowedVarianceStopping(window=7, patience=patience), brute_force_wmv(sequence, 7)
     else:
-        callback, reference = ExponentialVarianceStopping(alpha=0.1, start=10, patience=patience), brute_force_emv(sequence, 0.1, 10)
+        callback = ExponentialVarianceStopping(alpha=0.1, start=10, patience=patience)
+        reference = brute_force_emv(sequence, 0.1, 10)
     values = {}
     for step, image in enumerate(sequence):
         value = callback.observe(image, step)
@@ -237,7 +238,8 @@ def test_es_wmv_state_survives_a_checkpoint_resume(make_cfg, tmp_path):
         with open_dict(cfg):
             cfg.callbacks = compose_callbacks("es_wmv", window=10, patience=200, stop_training=False)
             if preempt:
-                cfg.callbacks.preempt = {"_target_": "tests.test_resume.SignalAtStep", "step": 25, "signum": int(signal.SIGUSR2)}
+                cfg.callbacks.preempt = {"_target_": "tests.test_resume.SignalAtStep", "step": 25,
+                                         "signum": int(signal.SIGUSR2)}
         if preempt:
             with pytest.raises(RunInterrupted):
                 train(cfg)

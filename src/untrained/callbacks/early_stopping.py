@@ -221,5 +221,6 @@ class ExponentialVarianceStopping(VarianceEarlyStopping):
         else:
             delta = image - self.mean
             self.mean.add_(delta, alpha=self.alpha)
-            self.moving_variance = (1 - self.alpha) * (self.moving_variance + self.alpha * delta.double().square().mean())
+            spread = delta.double().square().mean()
+            self.moving_variance = (1 - self.alpha) * (self.moving_variance + self.alpha * spread)
         return self.moving_variance.clone() if index > self.start else None

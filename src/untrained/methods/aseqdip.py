@@ -83,12 +83,14 @@ class ASeqDIP(Method):
         super().setup(problem, network)
         if tuple(self.z.shape[1:]) != tuple(problem.image_shape):
             raise UserError(
-                f"aSeqDIP feeds its output back as input, so z must have the image's shape {tuple(problem.image_shape)}: "
+                "aSeqDIP feeds its output back as input, so z must have the image's shape "
+                f"{tuple(problem.image_shape)}: "
                 f"set method.input.kind=measurement.")
         has_mask = hasattr(problem.operator, "mask") and getattr(problem.operator, "linear", False)
         if self.data_consistency_mode == "always" and not getattr(problem.operator, "linear", False):
             raise UserError("method.data_consistency=always needs a linear operator with an adjoint.")
-        self.use_data_consistency = self.data_consistency_mode == "always" or (self.data_consistency_mode == "auto" and has_mask)
+        mode = self.data_consistency_mode
+        self.use_data_consistency = mode == "always" or (mode == "auto" and has_mask)
 
     def training_loss(self, network: nn.Module, problem: InverseProblem, step: int) -> StepOutput:
         z = self.network_input(step)

@@ -56,14 +56,16 @@ class SelfGuidedDIP(Method):
             raise UserError(f"method.perturbation must be one of {PERTURBATIONS}, got '{perturbation}'.")
         if norm not in NORMS:
             raise UserError(f"method.norm must be one of {NORMS}, got '{norm}'.")
-        self.num_perturbations, self.perturbation_std, self.perturbation = num_perturbations, perturbation_std, perturbation
+        self.num_perturbations, self.perturbation_std = num_perturbations, perturbation_std
+        self.perturbation = perturbation
         self.guidance_weight, self.norm = guidance_weight, norm
 
     def setup(self, problem: InverseProblem, network: nn.Module) -> None:
         super().setup(problem, network)
         if tuple(self.z.shape[1:]) != tuple(problem.image_shape):
             raise UserError(
-                f"Self-guidance compares the output with z, so z must have the image's shape {tuple(problem.image_shape)}: "
+                "Self-guidance compares the output with z, so z must have the image's shape "
+                f"{tuple(problem.image_shape)}: "
                 f"set method.input.kind=measurement.")
 
     def perturbations(self) -> torch.Tensor:

@@ -33,7 +33,8 @@ def finite_differences(x: torch.Tensor) -> list[torch.Tensor]:
     return differences
 
 
-def total_variation(x: torch.Tensor, kind: str = "anisotropic", eps: float = 1e-8, reduction: str = "sum") -> torch.Tensor:
+def total_variation(x: torch.Tensor, kind: str = "anisotropic", eps: float = 1e-8,
+                    reduction: str = "sum") -> torch.Tensor:
     """TV of a batch ``(B, C, *spatial)``, summed over channels and spatial axes (and the batch).
 
     anisotropic: Σ |D_1 x| + |D_2 x| (the DRP / dival form); isotropic: Σ sqrt(|D_1 x|² + |D_2 x|² + eps),
