@@ -33,7 +33,7 @@ GAUSSIAN_RUNS = {
     "deep_decoder": (["method=deep_decoder"], 1900),
     "drp": (["method=drp"], 1000),
     "oes": (["method=oes", "method.mask_steps=500", *SKIP], 1500),
-    "oes_weights": (["method=oes", "method.mask_steps=500", "method.prune=weights", *SKIP], 1500),
+    "oes_prune_all": (["method=oes", "method.mask_steps=500", "method.prune=all", *SKIP], 1500),
     "deepred": (["method=deepred", *SKIP], 1500),
 }
 # DOP's corruption learning rate scales with the number of measurements (the loss is a mean): the

@@ -23,7 +23,8 @@ from untrained.train import build_module, train
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TASKS = ["denoising"] + (["mri"] if (CONF / "task" / "mri.yaml").exists() else []) + (
     ["ct"] if (CONF / "task" / "ct.yaml").exists() else [])
-TASK_SIZES = {"denoising": ["task.size=32"], "mri": ["task.size=32", "task.coils=4"], "ct": ["task.size=32"]}
+TASK_SIZES = {"denoising": ["task.size=32"], "mri": ["task.size=32", "task.coils=4", "task.cg_iterations=2"],
+              "ct": ["task.size=32", "task.tv_steps=5"]}
 SMALL_DECODER = ["network.channels=16", "network.blocks=3", "method.input.channels=16"]
 SMALL_DRP = ["network.channels_down=[8]", "network.channels_up=[8]", "network.channels_skip=[2]"]
 # FAST (conftest) sets skip-net widths; the deep decoder and DRP runs use these instead.
@@ -63,22 +64,22 @@ def test_deep_decoder_method_selects_its_network_and_denoises(make_cfg):
 def test_oes_learns_a_mask_of_the_requested_sparsity_and_pruned_weights_stay_zero(make_cfg, tmp_path):
     module = build_module(make_cfg(["method=oes", "method.mask_steps=3", "method.sparsity=0.1", "method.lr=0.05"]))
     method, network, problem = module.method, module.network, module.problem
-    initial = [p.detach().clone() for p in network.parameters()]
+    initial = {name: p.detach().clone() for name, p in network.named_parameters()}
     logits_before = method.logits.detach().clone()
     fit(method, network, problem, 3)  # stage 1: only the logits move
     assert not torch.equal(method.logits, logits_before)
-    assert all(torch.equal(p, p0) for p, p0 in zip(network.parameters(), initial))
+    assert all(torch.equal(p, initial[name]) for name, p in network.named_parameters())
     assert float(method.mask.sum()) == 0  # no mask yet
     fit(method, network, problem, 4, start=3)  # stage 2 (a fresh optimizer, as after a resume)
     total = method.mask.numel()
     assert float(method.mask.sum()) == int(0.1 * total)
-    masks = method.unflatten(method.mask)
-    for (name, p), p0 in zip(network.named_parameters(), initial):
-        pruned = masks[name] == 0
-        assert (p[pruned] == 0).all(), name
-    moved = [not torch.equal(p[masks[n] == 1], p0[masks[n] == 1])
-             for (n, p), p0 in zip(network.named_parameters(), initial)]
-    assert any(moved)  # the surviving weights are trained
+    masks = method.unflatten(method.mask)  # the convolution kernels (method.prune=weights)
+    assert set(masks) == {name for name, p in network.named_parameters() if p.dim() >= 2}
+    params = dict(network.named_parameters())
+    for name, mask in masks.items():
+        assert (params[name][mask == 0] == 0).all(), name
+    assert any(not torch.equal(params[n][m == 1], initial[n][m == 1]) for n, m in masks.items())  # survivors train
+    assert any(not torch.equal(params[n], initial[n]) for n in params if n not in masks)  # dense BN, biases train
 
     # Resuming in stage 2 (a checkpoint's state in a fresh module) keeps the trained weights: no second pruning.
     resumed = build_module(make_cfg(["method=oes", "method.mask_steps=3", "method.sparsity=0.1"], subdir="resumed"))
@@ -93,8 +94,8 @@ def test_oes_learns_a_mask_of_the_requested_sparsity_and_pruned_weights_stay_zer
     reused = build_module(make_cfg(["method=oes", f"method.mask={tmp_path / 'mask.pt'}", "task.image=chelsea"],
                                    subdir="reuse"))
     assert reused.method.pruned and torch.equal(reused.method.mask, method.mask)
-    for p, p0, name in zip(reused.network.parameters(), initial, method.names):
-        assert torch.equal(p, p0 * masks[name])
+    for name, p in reused.network.named_parameters():
+        assert torch.equal(p, initial[name] * masks[name] if name in masks else initial[name])
 
 
 def test_oes_runs_end_to_end_and_saves_its_mask(make_cfg, tmp_path):
@@ -175,7 +176,7 @@ def test_deepred_calls_the_denoiser_every_k_steps_and_its_loss_decreases(make_cf
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("method, overrides, fast", [
     ("deep_decoder", SMALL_DECODER, False),
-    ("oes", ["method.mask_steps=3", "method.prune=weights"], True),
+    ("oes", ["method.mask_steps=3", "method.prune=all"], True),
     ("dop", ["method.corruption_lr=10"], True),
     ("drp", SMALL_DRP, False),
     ("deepred", ["method.denoise_every=3"], True),
