@@ -1,0 +1,177 @@
+"""Sparse-view parallel-beam CT (Baguer et al. 2020, "Computed tomography reconstruction using deep
+image prior and learned reconstruction methods"; the seed papers' 256², 18-view setting).
+
+Images are attenuation normalised to [0, 1] by μ_max (LoDoPaB's convention: μ_water = 20 m⁻¹,
+μ_max = 81.35858 m⁻¹, i.e. 3071 HU). Measurements are post-log line integrals with optional Poisson
+photon noise (I₀ photons per ray) and Gaussian noise, on a 26 cm field of view.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage.transform import resize
+
+from untrained.data.images import fit_size, load_image, resolve_path
+from untrained.data.problem import InverseProblem
+from untrained.errors import UserError
+from untrained.operators.ct import RayTransform
+
+MU_WATER, MU_AIR, MU_MAX = 20.0, 0.02, 81.35858  # m⁻¹
+FIELD_OF_VIEW = 0.26  # m, the side of the reconstructed square
+
+
+def hounsfield_to_normalised(hu: np.ndarray) -> np.ndarray:
+    mu = MU_WATER + hu / 1000.0 * (MU_WATER - MU_AIR)
+    return np.clip(mu / MU_MAX, 0.0, 1.0).astype(np.float32)
+
+
+def random_ellipses(size: int, seed: int, count: int = 12) -> np.ndarray:
+    """A seeded phantom of overlapping ellipses with random intensities in a disc (Educated DIP's data)."""
+    rng = np.random.default_rng(seed)
+    coords = np.linspace(-1, 1, size)
+    x, y = np.meshgrid(coords, coords, indexing="xy")
+    image = np.zeros((size, size))
+    for _ in range(count):
+        value = rng.uniform(-0.4, 1.0)
+        a, b = rng.uniform(0.05, 0.5, size=2)
+        cx, cy = rng.uniform(-0.6, 0.6, size=2)
+        angle = rng.uniform(0, np.pi)
+        xr = (x - cx) * np.cos(angle) + (y - cy) * np.sin(angle)
+        yr = -(x - cx) * np.sin(angle) + (y - cy) * np.cos(angle)
+        image[(xr / a) ** 2 + (yr / b) ** 2 <= 1] += value
+    image *= x**2 + y**2 <= 0.95**2
+    image = np.clip(image, 0, None)
+    return (image / max(image.max(), 1e-6)).astype(np.float32)
+
+
+def read_dicom_slice(path: Path) -> np.ndarray:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path)
+        hu = ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1)) + float(getattr(ds, "RescaleIntercept", 0))
+    except (InvalidDicomError, AttributeError) as error:
+        raise UserError(f"Cannot read DICOM image '{path}' ({error}): give a CT DICOM file with pixel data.") from None
+    return hounsfield_to_normalised(hu)
+
+
+def dicom_series(folder: Path) -> list[Path]:
+    """The slices of an AAPM-style folder (one DICOM per slice), ordered by position in the volume."""
+    import pydicom
+
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".dcm", ".ima", ""))
+    slices = []
+    for path in files:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # not a DICOM file: skip, as DICOM folders often hold other files
+            continue
+        position = getattr(ds, "ImagePositionPatient", None)
+        slices.append((float(position[2]) if position else float(getattr(ds, "InstanceNumber", 0)), path))
+    if not slices:
+        raise UserError(f"DICOM folder '{folder}' holds no readable DICOM images: point task.image at a CT series.")
+    return [path for _, path in sorted(slices)]
+
+
+def load_ct_image(image: str, size: int, index: int, seed: int) -> np.ndarray:
+    """The ground-truth slice in [0, 1]: a phantom name, an .npy/.dcm/image file, or a DICOM folder."""
+    if image == "shepp_logan":
+        return load_image("shepp_logan_phantom", size, grayscale=True)[0, 0].numpy()
+    if image == "ellipses":
+        return random_ellipses(size, seed)
+    path = Path(image).expanduser()
+    if path.is_dir() and any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
+        series = dicom_series(path)
+        if not 0 <= index < len(series):
+            raise UserError(f"task.index={index} is past the end of the DICOM series '{path}' ({len(series)} slices).")
+        array = read_dicom_slice(series[index])
+    elif path.suffix.lower() in (".dcm", ".ima"):
+        array = read_dicom_slice(resolve_path(path))
+    elif path.suffix.lower() == ".npy":
+        array = np.load(resolve_path(path)).astype(np.float32)
+        if array.ndim == 3:
+            if not 0 <= index < array.shape[0]:
+                raise UserError(f"task.index={index} is past the end of '{path}' ({array.shape[0]} slices).")
+            array = array[index]
+        if array.ndim != 2:
+            raise UserError(f"'{path}' must hold a 2D slice or a 3D stack of slices, got shape {array.shape}.")
+    else:
+        return load_image(image, size, grayscale=True, index=index)[0, 0].numpy()
+    if not np.isfinite(array).all():
+        raise UserError(f"The CT image '{path}' contains NaN or Inf values: clean the data.")
+    array = fit_size(array, size)
+    return resize(array, (size, size), preserve_range=True).astype(np.float32) if array.shape != (size, size) else array
+
+
+def simulate_sinogram(operator: RayTransform, x: torch.Tensor, photons: float | None, gaussian_std: float,
+                      seed: int) -> torch.Tensor:
+    """Post-log line integrals (of the normalised operator) with Poisson and Gaussian noise."""
+    clean = operator(x)
+    if photons is None and gaussian_std == 0:
+        return clean
+    generator = torch.Generator().manual_seed(seed)
+    noisy = clean
+    if photons is not None:
+        if photons <= 0:
+            raise UserError(f"task.photons must be positive (incident photons per ray) or null, got {photons}.")
+        # Physical line integrals: normalised sinogram × ||R|| × μ_max × (field of view / 2, the ODL extent unit).
+        to_physical = operator.norm * MU_MAX * FIELD_OF_VIEW / 2
+        counts = torch.poisson(photons * torch.exp(-clean * to_physical), generator=generator)
+        noisy = -torch.log(counts.clamp(min=0.1) / photons) / to_physical
+    if gaussian_std < 0:
+        raise UserError(f"task.gaussian_std must be >= 0, got {gaussian_std}.")
+    if gaussian_std > 0:
+        noisy = noisy + gaussian_std * clean.abs().max() * torch.randn(clean.shape, generator=generator)
+    return noisy
+
+
+def tv_reconstruction(operator, y: torch.Tensor, x0: torch.Tensor, weight: float, steps: int, lr: float = 0.02) -> torch.Tensor:
+    """min_x ½||A x − y||² + weight·TV(x), x ≥ 0, by Adam from x0 (a classical baseline)."""
+    from untrained.methods.tv import total_variation
+
+    x = x0.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([x], lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = 0.5 * (operator(x) - y).pow(2).sum() + weight * total_variation(x, "isotropic")
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            x.clamp_(min=0)
+    return x.detach()
+
+
+def ct(
+    image: str = "shepp_logan",
+    index: int = 0,
+    size: int = 256,
+    views: int = 18,
+    view_selection: str = "equispaced",
+    photons: float | None = None,
+    gaussian_std: float = 0.0,
+    impl: str | None = None,
+    fbp_filter: str = "Hann",
+    fbp_frequency_scaling: float = 1.0,
+    tv_weight: float = 1e-4,
+    tv_steps: int = 150,
+    noise_seed: int = 0,
+    phantom_seed: int = 0,
+) -> InverseProblem:
+    if not isinstance(size, int) or size < 8:
+        raise UserError(f"task.size must be an integer >= 8 for CT, got {size}.")
+    x_true = torch.from_numpy(load_ct_image(image, size, index, phantom_seed))[None, None]
+    operator = RayTransform(size, views, view_selection, seed=noise_seed, impl=impl)
+    y = simulate_sinogram(operator, x_true, photons, gaussian_std, noise_seed)
+    fbp = operator.fbp(y, fbp_filter, fbp_frequency_scaling)
+    init = fbp.clamp(0, 1)
+    baselines = {"fbp": fbp, "tv": tv_reconstruction(operator, y, init, tv_weight, tv_steps)}
+    return InverseProblem(
+        name="ct", operator=operator, y=y, image_shape=(1, size, size), x_true=x_true, init=init,
+        baselines=baselines,
+        info={"image": image, "views": views, "angles": operator.angle_indices.tolist(), "photons": photons,
+              "operator_norm": operator.norm, "impl": operator.impl},
+    )
