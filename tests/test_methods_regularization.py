@@ -209,17 +209,24 @@ def test_methods_denoise_end_to_end(make_cfg, tmp_path, overrides, steps):
         assert metrics["best_psnr"] > metrics["baseline_noisy_psnr"] + 1.0
 
 
+SMALL_TASKS = {
+    "mri": ["task=mri", "task.size=32", "task.coils=4"],
+    "ct": ["task=ct", "task.size=32", "task.views=12", "task.tv_steps=20"],
+}
+
+
+@pytest.mark.parametrize("task", sorted(SMALL_TASKS))
 @pytest.mark.parametrize("overrides", [
     ["method=tv"],
     ["method=self_guided", "method.num_perturbations=2"],
     ["method=aseqdip", "method.inner_steps=4"],
 ])
-def test_methods_run_on_mri(make_cfg, overrides):
-    cfg = make_cfg(overrides + ["task=mri", "task.size=32", "task.coils=4", "trainer.max_steps=12"])
+def test_methods_run_on_mri_and_ct(make_cfg, task, overrides):
+    cfg = make_cfg(overrides + SMALL_TASKS[task] + ["trainer.max_steps=12"])
     module = build_module(cfg)
     if cfg.method.name == "aseqdip":
-        assert module.method.use_data_consistency  # the MRI operator has a sampling mask
-        assert cfg.method.loss == "norm"  # conf/method_task/aseqdip_mri.yaml
+        assert module.method.use_data_consistency == (task == "mri")  # only the MRI operator has a sampling mask
+        assert cfg.method.loss == "norm" and cfg.method.inner_steps == 4  # conf/method_task/aseqdip_<task>.yaml
     metrics = train(cfg)
     assert metrics["status"] == "completed" and metrics["steps"] == 12
     assert np.isfinite(metrics["final_psnr"]) and np.isfinite(metrics["final_loss"])
