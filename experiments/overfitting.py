@@ -74,7 +74,6 @@ def collect(methods: list[str], runs: Path) -> tuple[dict, dict]:
         if not (run_dir / "history.json").is_file():
             continue
         steps, psnr = curve(run_dir)
-        curves[method] = (steps, psnr)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         row = {**summarize(steps, psnr), "seconds_per_step": metrics.get("seconds_per_step")}
         if method == ES_RUN:  # the ES result is the iterate at the detected step
@@ -113,6 +112,8 @@ def format_table(table: dict) -> str:
     lines = ["| method | peak PSNR [dB] | step of peak | final PSNR [dB] | final step | drop [dB] | s/step |",
              "|---|---|---|---|---|---|---|"]
     for label, row in table.items():
+        if row.get("stopped") is False:
+            label += " (did not fire: its current minimum)"
         seconds = row.get("seconds_per_step")
         lines.append(f"| {label} | {row['peak_psnr']:.2f} | {row['peak_step']} | {row['final_psnr']:.2f} | "
                      f"{row['final_step']} | {row['drop']:.2f} | {'' if seconds is None else f'{seconds:.3f}'} |")
