@@ -195,6 +195,7 @@ def fit_plain(cfg, device: torch.device, memory: PeakMemory) -> dict[str, list[f
             out = method.training_loss(network, problem, step)
             out.loss.backward()
             optimizer.step()
+            method.after_step(network, problem, step, out)  # e.g. aSeqDIP's input update
             stepped = time.perf_counter()
             loss = out.loss.item()  # noqa: F841 -- the reference scripts print/track it every step
             if problem.has_ground_truth:

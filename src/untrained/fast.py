@@ -111,8 +111,9 @@ class CompiledWithFallback:
 def accelerate_network(network: nn.Module, device: torch.device, settings: dict[str, bool], mode: str | None = None,
                        backend: str = "inductor") -> None:
     """Replace ``network.forward`` (on the instance) by the fast path; parameters keep their names."""
-    if not any(settings.values()):
-        return
+    if not any(settings.values()) or getattr(network, "accelerated", False):
+        return  # nothing to do, or already done by an earlier fit of the same module
+    network.accelerated = True
     if settings["channels_last"]:
         network.to(memory_format=torch.channels_last)
     original = network.forward
@@ -138,7 +139,7 @@ def accelerate(network: nn.Module, problem: nn.Module, device: torch.device, per
     """Apply the fast path to a network and its problem's data loss; returns what was switched on."""
     settings = performance.resolve(device, network)
     accelerate_network(network, device, settings, performance.mode, performance.compile_backend)
-    if settings["compile"]:
+    if settings["compile"] and not isinstance(problem.data_loss, CompiledWithFallback):
         problem.data_loss = CompiledWithFallback(problem.data_loss, "data loss", performance.compile_mode,
                                                  performance.compile_backend)
     if any(settings.values()):
