@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from skimage.transform import resize
 
+from untrained.data.baselines import tv_reconstruction
 from untrained.data.images import fit_size, load_image, resolve_path
 from untrained.data.problem import InverseProblem
 from untrained.errors import UserError
@@ -127,22 +128,6 @@ def simulate_sinogram(operator: RayTransform, x: torch.Tensor, photons: float | 
     if gaussian_std > 0:
         noisy = noisy + gaussian_std * clean.abs().max() * torch.randn(clean.shape, generator=generator)
     return noisy
-
-
-def tv_reconstruction(operator, y: torch.Tensor, x0: torch.Tensor, weight: float, steps: int, lr: float = 0.02) -> torch.Tensor:
-    """min_x ½||A x − y||² + weight·TV(x), x ≥ 0, by Adam from x0 (a classical baseline)."""
-    from untrained.methods.tv import total_variation
-
-    x = x0.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([x], lr=lr)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = 0.5 * (operator(x) - y).pow(2).sum() + weight * total_variation(x, "isotropic")
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            x.clamp_(min=0)
-    return x.detach()
 
 
 def ct(

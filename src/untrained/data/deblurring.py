@@ -1,0 +1,60 @@
+"""Deblurring: y = k * x + n with a known (or, semi-blind, approximately known) kernel, and a
+non-linear variant (blur followed by a saturating camera response)."""
+
+from __future__ import annotations
+
+import torch
+
+from untrained.data.baselines import tv_reconstruction
+from untrained.data.images import load_image
+from untrained.data.noise import apply_noise
+from untrained.data.problem import InverseProblem
+from untrained.operators.blur import Blur, SaturatedBlur, make_kernel
+
+
+def wiener_deconvolution(y: torch.Tensor, operator: Blur, alpha: float) -> torch.Tensor:
+    """Tikhonov-regularised inverse filter conj(K) Y / (|K|² + α) under the circular model."""
+    transfer = operator.transfer_function()
+    if tuple(y.shape[1:]) != operator.domain_shape:  # valid boundary: embed the smaller data
+        dh, dw = (operator.domain_shape[1] - y.shape[-2]) // 2, (operator.domain_shape[2] - y.shape[-1]) // 2
+        y = torch.nn.functional.pad(y, (dw, operator.domain_shape[2] - y.shape[-1] - dw, dh,
+                                        operator.domain_shape[1] - y.shape[-2] - dh), mode="replicate")
+    spectrum = torch.fft.fft2(y) * transfer.conj() / (transfer.abs() ** 2 + alpha)
+    return torch.fft.ifft2(spectrum).real
+
+
+def deblurring(
+    image: str = "chelsea",
+    index: int = 0,
+    size=256,
+    grayscale: bool | None = None,
+    kernel: dict | None = None,
+    true_kernel: dict | None = None,
+    boundary: str = "circular",
+    noise: str = "gaussian",
+    noise_level: float = 0.01,
+    noise_seed: int = 0,
+    wiener_alpha: float = 1e-3,
+    tv_weight: float = 2e-3,
+    tv_steps: int = 150,
+    gain: float | None = None,
+) -> InverseProblem:
+    """``kernel`` is the operator's (assumed) kernel; ``true_kernel``, when given, generates the data
+    (semi-blind deblurring). ``gain`` > 0 makes the model non-linear (camera response after the blur)."""
+    x_true = load_image(image, size, grayscale, index)
+    shape = tuple(x_true.shape[1:])
+    blur = Blur(make_kernel(**(kernel or {})), shape, boundary)
+    data_blur = Blur(make_kernel(**true_kernel), shape, boundary) if true_kernel else blur
+    operator, data_operator = (SaturatedBlur(blur, gain), SaturatedBlur(data_blur, gain)) if gain else (blur, data_blur)
+    with torch.no_grad():
+        y = apply_noise(data_operator(x_true), noise, noise_level, noise_seed)
+    linear_data = y if not gain else -torch.log1p(-y.clamp(max=0.999) * -torch.expm1(torch.tensor(-gain))) / gain
+    wiener = wiener_deconvolution(linear_data, blur, wiener_alpha).clamp(0, 1)
+    baselines = {"wiener": wiener, "tv": tv_reconstruction(blur, linear_data, wiener, tv_weight, tv_steps, bounds=(0, 1))}
+    init = y if tuple(y.shape[1:]) == shape else wiener
+    name = "nonlinear_deblurring" if gain else ("semi_blind_deblurring" if true_kernel else "deblurring")
+    return InverseProblem(
+        name=name, operator=operator, y=y, image_shape=shape, x_true=x_true, init=init, baselines=baselines,
+        info={"image": image, "noise": noise, "noise_level": noise_level, "boundary": boundary,
+              "kernel": dict(kernel or {}), "true_kernel": dict(true_kernel) if true_kernel else None, "gain": gain},
+    )

@@ -1,0 +1,90 @@
+"""Inpainting: y = m ⊙ x (+ noise) with random pixels, random holes, a centred box, text, or a mask file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage.restoration import inpaint_biharmonic
+
+from untrained.data.images import load_image
+from untrained.data.noise import apply_noise
+from untrained.data.problem import InverseProblem
+from untrained.errors import UserError
+from untrained.operators.inpainting import Mask
+
+MASKS = ("pixels", "boxes", "center", "text", "file")
+
+
+def make_mask(kind: str, shape: tuple[int, int], seed: int = 0, keep_ratio: float = 0.5, hole_ratio: float = 0.25,
+              path: str | None = None) -> torch.Tensor:
+    """A (1, H, W) mask, 1 = observed. ``hole_ratio`` is the target fraction of missing pixels."""
+    h, w = shape
+    rng = np.random.default_rng(seed)
+    if kind not in MASKS:
+        raise UserError(f"Unknown task.mask '{kind}': choose one of {', '.join(MASKS)}.")
+    if not 0 < keep_ratio <= 1 or not 0 <= hole_ratio < 1:
+        raise UserError(f"task.keep_ratio must be in (0, 1] and task.hole_ratio in [0, 1), got {keep_ratio}, {hole_ratio}.")
+    mask = np.ones((h, w), dtype=np.float32)
+    if kind == "pixels":
+        mask = (rng.random((h, w)) < keep_ratio).astype(np.float32)
+    elif kind == "boxes":
+        while 1 - mask.mean() < hole_ratio:
+            bh, bw = rng.integers(max(h // 16, 1), max(h // 6, 2)), rng.integers(max(w // 16, 1), max(w // 6, 2))
+            top, left = rng.integers(0, h - bh + 1), rng.integers(0, w - bw + 1)
+            mask[top : top + bh, left : left + bw] = 0
+    elif kind == "center":
+        bh, bw = round(h * hole_ratio**0.5), round(w * hole_ratio**0.5)
+        mask[(h - bh) // 2 : (h - bh) // 2 + bh, (w - bw) // 2 : (w - bw) // 2 + bw] = 0
+    elif kind == "text":
+        from PIL import Image, ImageDraw
+
+        canvas = Image.new("L", (w, h), 255)
+        draw = ImageDraw.Draw(canvas)
+        step = max(h // 8, 8)
+        for row, top in enumerate(range(2, h - 4, step)):
+            draw.text((2 + (row % 2) * 7, top), "untrained deep image prior " * 4, fill=0)
+        mask = (np.asarray(canvas) > 127).astype(np.float32)
+    else:
+        file = Path(path or "").expanduser()
+        if not file.is_file():
+            raise UserError(f"Mask file '{path}' does not exist: give a .png or .npy mask (1 = observed).")
+        array = np.load(file) if file.suffix == ".npy" else np.asarray(__import__("PIL.Image").Image.open(file).convert("L")) / 255.0
+        if array.shape != (h, w):
+            raise UserError(f"The mask file is {array.shape[0]}x{array.shape[1]} but the image is {h}x{w}: resize the mask.")
+        mask = (array > 0.5).astype(np.float32)
+    return torch.from_numpy(mask)[None]
+
+
+def biharmonic(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    image = y[0].permute(1, 2, 0).numpy()
+    filled = inpaint_biharmonic(image, mask[0].numpy() == 0, channel_axis=-1)
+    return torch.from_numpy(np.ascontiguousarray(filled, dtype=np.float32)).permute(2, 0, 1)[None]
+
+
+def inpainting(
+    image: str = "chelsea",
+    index: int = 0,
+    size=256,
+    grayscale: bool | None = None,
+    mask: str = "boxes",
+    keep_ratio: float = 0.5,
+    hole_ratio: float = 0.25,
+    mask_path: str | None = None,
+    mask_seed: int = 0,
+    noise: str = "none",
+    noise_level: float = 0.0,
+    noise_seed: int = 0,
+) -> InverseProblem:
+    x_true = load_image(image, size, grayscale, index)
+    shape = tuple(x_true.shape[1:])
+    observed = make_mask(mask, shape[1:], mask_seed, keep_ratio, hole_ratio, mask_path)
+    operator = Mask(observed, shape)
+    with torch.no_grad():
+        y = operator(apply_noise(x_true, noise, noise_level, noise_seed))
+    return InverseProblem(
+        name="inpainting", operator=operator, y=y, image_shape=shape, x_true=x_true, init=y,
+        baselines={"masked": y, "biharmonic": biharmonic(y, observed)},
+        info={"image": image, "mask": mask, "missing_fraction": float(1 - observed.mean())},
+    )

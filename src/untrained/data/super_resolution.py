@@ -1,0 +1,51 @@
+"""Super-resolution ×4 / ×8 with the DIP paper's Lanczos-2 downsampler (or bicubic)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from untrained.data.images import load_image
+from untrained.data.noise import apply_noise
+from untrained.data.problem import InverseProblem
+from untrained.metrics import psnr
+from untrained.operators.super_resolution import Downsample
+
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R BT.601 luma in [0, 1] (the SR literature's Y channel); grey images are their own luma."""
+    if x.shape[1] == 1:
+        return x
+    weights = torch.tensor([65.481, 128.553, 24.966], device=x.device).view(1, 3, 1, 1) / 255.0
+    return (x * weights).sum(1, keepdim=True) + 16.0 / 255.0
+
+
+def super_resolution(
+    image: str = "chelsea",
+    index: int = 0,
+    size=256,
+    grayscale: bool | None = None,
+    factor: int = 4,
+    kernel: str = "lanczos2",
+    noise: str = "none",
+    noise_level: float = 0.0,
+    noise_seed: int = 0,
+    border_crop: bool = True,
+) -> InverseProblem:
+    x_true = load_image(image, size, grayscale, index)
+    shape = tuple(x_true.shape[1:])
+    operator = Downsample(factor, shape, kernel)
+    with torch.no_grad():
+        y = apply_noise(operator(x_true), noise, noise_level, noise_seed)
+    bicubic = F.interpolate(y, size=shape[1:], mode="bicubic", align_corners=False).clamp(0, 1)
+    crop = factor if border_crop else 0
+
+    def luminance_psnr(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        region = (..., slice(crop, x.shape[-2] - crop), slice(crop, x.shape[-1] - crop))
+        return {"psnr_y": psnr(luminance(x.clamp(0, 1))[region], luminance(x_true.to(x.device))[region])}
+
+    return InverseProblem(
+        name="super_resolution", operator=operator, y=y, image_shape=shape, x_true=x_true, init=bicubic,
+        baselines={"bicubic": bicubic}, extra_metrics=luminance_psnr,
+        info={"image": image, "factor": factor, "kernel": kernel},
+    )
