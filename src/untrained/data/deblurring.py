@@ -52,6 +52,8 @@ def deblurring(
     wiener = wiener_deconvolution(linear_data, blur, wiener_alpha).clamp(0, 1)
     baselines = {"wiener": wiener, "tv": tv_reconstruction(blur, linear_data, wiener, tv_weight, tv_steps, bounds=(0, 1))}
     init = y if tuple(y.shape[1:]) == shape else wiener
+    if init is y:
+        baselines["blurred"] = y
     name = "nonlinear_deblurring" if gain else ("semi_blind_deblurring" if true_kernel else "deblurring")
     return InverseProblem(
         name=name, operator=operator, y=y, image_shape=shape, x_true=x_true, init=init, baselines=baselines,

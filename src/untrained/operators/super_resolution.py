@@ -1,4 +1,4 @@
-"""Anti-aliased downsampling by an integer factor: reflect-pad, convolve with a Lanczos-2 or bicubic
+"""Anti-aliased downsampling by an integer factor: replicate-pad (as the reference's preserve_size), convolve with a Lanczos-2 or bicubic
 kernel, keep every factor-th pixel (the DIP paper's super-resolution operator, Ulyanov et al. 2018).
 """
 
@@ -54,7 +54,7 @@ class Downsample(LinearOperator):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_domain(x)
         channels, k = x.shape[1], self.kernel.shape[0]
-        padded = F.pad(x, (self.padding,) * 4, mode="reflect" if self.padding < min(x.shape[-2:]) else "replicate")
+        padded = F.pad(x, (self.padding,) * 4, mode="replicate")
         return F.conv2d(padded, self.kernel.expand(channels, 1, k, k), stride=self.factor, groups=channels)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
