@@ -54,13 +54,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    rows = ["| task | size | steps | degraded input PSNR | baseline | baseline PSNR | DIP best PSNR (step) | DIP final PSNR |",
+    rows = ["| task | size | steps | degraded input PSNR | baseline | baseline PSNR | DIP best PSNR (step) "
+            "| DIP final PSNR |",
             "|---|---|---|---|---|---|---|---|"]
     for task in args.tasks:
         baseline, degraded = TASKS[task]
         m = run(task, args)
         rows.append(f"| {task} | {args.size} | {m['steps']} | {m[f'baseline_{degraded}_psnr']:.2f} | {baseline} | "
-                    f"{m[f'baseline_{baseline}_psnr']:.2f} | {m['best_psnr']:.2f} ({m['best_step']}) | {m['final_psnr']:.2f} |")
+                    f"{m[f'baseline_{baseline}_psnr']:.2f} | {m['best_psnr']:.2f} ({m['best_step']}) "
+                    f"| {m['final_psnr']:.2f} |")
         print(rows[-1], flush=True)
     print("\n".join(rows))
 

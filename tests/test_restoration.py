@@ -16,7 +16,8 @@ from untrained.operators.inpainting import Mask
 from untrained.operators.super_resolution import Downsample, downsampling_kernel
 from untrained.train import train
 
-KERNELS = [dict(kind="gaussian", size=7, sigma=1.5), dict(kind="box", size=4), dict(kind="motion", length=8, angle=30.0)]
+KERNELS = [dict(kind="gaussian", size=7, sigma=1.5), dict(kind="box", size=4),
+           dict(kind="motion", length=8, angle=30.0)]
 
 
 @pytest.mark.parametrize("boundary", ["circular", "reflect", "valid"])
@@ -154,3 +155,12 @@ def test_short_dip_run_beats_degraded_input(make_cfg, task, overrides, degraded)
     assert metrics["best_psnr"] > metrics[f"baseline_{degraded}_psnr"] + 0.3, metrics
     if task == "super_resolution":  # luminance PSNR with border crop, through InverseProblem.extra_metrics
         assert metrics["final_psnr_y"] > metrics["baseline_bicubic_psnr"] - 5
+
+
+def test_denoising_accepts_other_noise_models():
+    from untrained.data.denoising import denoising
+
+    problem = denoising("camera", size=32, noise="salt_pepper", noise_level=0.2, noise_seed=1)
+    corrupted = problem.y != problem.x_true
+    assert corrupted.float().mean().item() == pytest.approx(0.2, abs=0.05)
+    assert set(problem.y[corrupted].unique().tolist()) <= {0.0, 1.0}

@@ -50,7 +50,8 @@ def deblurring(
         y = apply_noise(data_operator(x_true), noise, noise_level, noise_seed)
     linear_data = y if not gain else -torch.log1p(-y.clamp(max=0.999) * -torch.expm1(torch.tensor(-gain))) / gain
     wiener = wiener_deconvolution(linear_data, blur, wiener_alpha).clamp(0, 1)
-    baselines = {"wiener": wiener, "tv": tv_reconstruction(blur, linear_data, wiener, tv_weight, tv_steps, bounds=(0, 1))}
+    tv = tv_reconstruction(blur, linear_data, wiener, tv_weight, tv_steps, bounds=(0, 1))
+    baselines = {"wiener": wiener, "tv": tv}
     init = y if tuple(y.shape[1:]) == shape else wiener
     if init is y:
         baselines["blurred"] = y

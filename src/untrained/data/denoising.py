@@ -1,4 +1,5 @@
-"""Gaussian denoising: y = x + n, A = I (Ulyanov et al. 2018, Sec. 4)."""
+"""Denoising: y = x + n, A = I (Ulyanov et al. 2018, Sec. 4); Gaussian by default, or any model of
+:mod:`untrained.data.noise` (e.g. salt-and-pepper for DOP)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from skimage.restoration import denoise_tv_chambolle
 
 from untrained.data.images import load_image
-from untrained.data.noise import add_gaussian, gaussian_sigma
+from untrained.data.noise import apply_noise, gaussian_sigma
 from untrained.data.problem import InverseProblem
 from untrained.operators.base import Identity
 
@@ -28,14 +29,20 @@ def denoising(
     index: int = 0,
     noise_seed: int = 0,
     tv_weight: float | None = None,
+    noise: str = "gaussian",
+    noise_level: float | None = None,
 ) -> InverseProblem:
-    """Noisy copy of ``image``; ``clip`` keeps the noisy image in [0, 1] as the DIP paper does."""
-    level = gaussian_sigma(sigma, sigma_units)
+    """Noisy copy of ``image``; ``clip`` keeps the noisy image in [0, 1] as the DIP paper does.
+
+    Gaussian noise takes its level from ``sigma``/``sigma_units``; other models from ``noise_level``."""
+    level = gaussian_sigma(sigma, sigma_units) if noise == "gaussian" else noise_level
     x_true = load_image(image, size, grayscale, index)
-    y = add_gaussian(x_true, level, noise_seed)
+    y = apply_noise(x_true, noise, level, noise_seed)
     if clip:
         y = y.clamp(0, 1)
-    baselines = {"noisy": y, "tv": tv_denoise(y, tv_weight if tv_weight is not None else max(level, 1e-3))}
+    if tv_weight is None:  # the noise's standard deviation
+        tv_weight = max(level if noise == "gaussian" else (y - x_true).std().item(), 1e-3)
+    baselines = {"noisy": y, "tv": tv_denoise(y, tv_weight)}
     return InverseProblem(
         name="denoising",
         operator=Identity(tuple(x_true.shape[1:])),
@@ -44,5 +51,5 @@ def denoising(
         x_true=x_true,
         init=y,
         baselines=baselines,
-        info={"image": str(image), "sigma": level},
+        info={"image": str(image), "noise": noise, "sigma": level},
     )

@@ -25,7 +25,8 @@ def make_mask(kind: str, shape: tuple[int, int], seed: int = 0, keep_ratio: floa
     if kind not in MASKS:
         raise UserError(f"Unknown task.mask '{kind}': choose one of {', '.join(MASKS)}.")
     if not 0 < keep_ratio <= 1 or not 0 <= hole_ratio < 1:
-        raise UserError(f"task.keep_ratio must be in (0, 1] and task.hole_ratio in [0, 1), got {keep_ratio}, {hole_ratio}.")
+        raise UserError(f"task.keep_ratio must be in (0, 1] and task.hole_ratio in [0, 1), "
+                        f"got {keep_ratio}, {hole_ratio}.")
     mask = np.ones((h, w), dtype=np.float32)
     if kind == "pixels":
         mask = (rng.random((h, w)) < keep_ratio).astype(np.float32)
@@ -50,9 +51,15 @@ def make_mask(kind: str, shape: tuple[int, int], seed: int = 0, keep_ratio: floa
         file = Path(path or "").expanduser()
         if not file.is_file():
             raise UserError(f"Mask file '{path}' does not exist: give a .png or .npy mask (1 = observed).")
-        array = np.load(file) if file.suffix == ".npy" else np.asarray(__import__("PIL.Image").Image.open(file).convert("L")) / 255.0
+        if file.suffix == ".npy":
+            array = np.load(file)
+        else:
+            from PIL import Image
+
+            array = np.asarray(Image.open(file).convert("L")) / 255.0
         if array.shape != (h, w):
-            raise UserError(f"The mask file is {array.shape[0]}x{array.shape[1]} but the image is {h}x{w}: resize the mask.")
+            raise UserError(f"The mask file is {array.shape[0]}x{array.shape[1]} but the image is {h}x{w}: "
+                            f"resize the mask.")
         mask = (array > 0.5).astype(np.float32)
     return torch.from_numpy(mask)[None]
 

@@ -49,5 +49,7 @@ def apply_noise(x: torch.Tensor, model: str = "gaussian", level: float = 0.0, se
     if level > 1:
         raise UserError(f"The fraction of corrupted pixels must be in [0, 1], got {level}.")
     hit = torch.rand(x.shape, generator=g) < level
-    values = (torch.rand(x.shape, generator=g) < 0.5).to(x.dtype) if model == "salt_pepper" else torch.rand(x.shape, generator=g)
+    values = torch.rand(x.shape, generator=g)
+    if model == "salt_pepper":
+        values = (values < 0.5).to(x.dtype)
     return torch.where(hit, values, x)

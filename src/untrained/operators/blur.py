@@ -65,7 +65,7 @@ def kernel_from_file(path: str) -> torch.Tensor:
 
 def make_kernel(kind: str = "gaussian", size: int = 9, sigma: float = 2.0, length: int = 9, angle: float = 45.0,
                 path: str | None = None) -> torch.Tensor:
-    """A normalised blur kernel from a config: gaussian (size, sigma), box (size), motion (length, angle), file (path)."""
+    """A normalised blur kernel: gaussian (size, sigma), box (size), motion (length, angle), file (path)."""
     makers = {
         "gaussian": lambda: gaussian_kernel(size, sigma),
         "box": lambda: box_kernel(size),

@@ -1,5 +1,6 @@
-"""Anti-aliased downsampling by an integer factor: replicate-pad (as the reference's preserve_size), convolve with a Lanczos-2 or bicubic
-kernel, keep every factor-th pixel (the DIP paper's super-resolution operator, Ulyanov et al. 2018).
+"""Anti-aliased downsampling by an integer factor: replicate-pad (as the reference's preserve_size),
+convolve with a Lanczos-2 or bicubic kernel, keep every factor-th pixel (the DIP paper's super-resolution
+operator, Ulyanov et al. 2018).
 """
 
 from __future__ import annotations
