@@ -47,3 +47,21 @@ def test_grey_image_file_input(make_cfg, tmp_path):
     metrics = train(make_cfg([f"task.image={path}", "task.sigma=50", "trainer.max_steps=3"]))
     assert metrics["steps"] == 3
     assert np.load(tmp_path / "run" / "final.npy").shape == (1, 32, 32)
+
+
+def test_stop_between_log_flushes_keeps_every_step(make_cfg):
+    """A callback stopping the run between two flushes: the pending steps still reach the history."""
+    import lightning as L
+
+    from untrained.module import UntrainedModule
+    from untrained.train import build, build_module
+
+    class StopAtFive(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            trainer.should_stop = trainer.global_step >= 5
+
+    cfg = make_cfg(["trainer.max_steps=40", "module.log_every=25"])
+    module: UntrainedModule = build_module(cfg)
+    trainer = build(cfg.trainer, "trainer", callbacks=[StopAtFive()], logger=False)
+    trainer.fit(module)
+    assert module.status == "completed" and module.history["step"] == list(range(5))

@@ -92,8 +92,11 @@ class UntrainedModule(L.LightningModule):
         self.best_psnr.copy_(torch.where(better, value, self.best_psnr))  # a NaN PSNR (divergence) never wins
         return value
 
-    def flush(self) -> None:
-        """Bring the pending per-step records to the host and hand them to the logger and progress bar."""
+    def flush(self, progress_bar: bool = True) -> None:
+        """Bring the pending per-step records to the host and hand them to the logger and progress bar.
+
+        ``progress_bar=False`` outside the training-step hooks, where Lightning refuses ``self.log``.
+        """
         if not self.pending:
             return
         steps = [s for s, _ in self.pending]
@@ -113,7 +116,7 @@ class UntrainedModule(L.LightningModule):
         bar = {k: last[k] for k in ("loss", "psnr") if last.get(k) is not None}
         if self.problem.has_ground_truth:
             bar["best"] = float(self.best_psnr)
-        for k, v in bar.items():
+        for k, v in bar.items() if progress_bar else ():
             self.log(k, v, prog_bar=True, logger=False, on_step=True, on_epoch=False)
         if not math.isfinite(last["loss"]):
             self.fail(f"the loss became {last['loss']} at step {steps[-1]}: lower method.lr or check the data")
@@ -123,7 +126,7 @@ class UntrainedModule(L.LightningModule):
         self.trainer.should_stop = True
 
     def on_train_end(self) -> None:
-        self.flush()
+        self.flush(progress_bar=False)
         if self.status == "running":
             self.status = "completed"
 
