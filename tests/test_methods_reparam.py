@@ -191,3 +191,10 @@ def test_methods_run_end_to_end(make_cfg, method, task):
     metrics = train(make_cfg(([] if fast else QUIET) + overrides, fast=fast))
     assert metrics["status"] == "completed" and metrics["steps"] == 4
     assert math.isfinite(metrics["final_psnr"])
+
+
+def test_dop_runs_on_the_salt_and_pepper_task(make_cfg, tmp_path):
+    metrics = train(make_cfg(["task.noise=salt_pepper", "task.noise_level=0.3", "method=dop", "trainer.max_steps=4",
+                              "method.corruption_lr=10"]))
+    assert metrics["status"] == "completed"
+    assert np.load(tmp_path / "run" / "corruption.npy").shape == (3, 32, 32)
