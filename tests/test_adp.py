@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from untrained.data.analytic_1d import (deconvolution_1d, integration_1d, integration_matrix, tikhonov,
                                         truncated_svd)
@@ -14,7 +13,8 @@ from untrained.errors import UserError
 from untrained.methods.adp import AnalyticDeepPrior, hypergradient, upper_objective
 from untrained.networks.unrolled_pg import UnrolledProximalGradient
 from untrained.data.problem import InverseProblem
-from untrained.operators.base import LinearOperator, adjointness_error
+from untrained.operators.base import adjointness_error
+from untrained.operators.blur import Blur
 from untrained.train import build_module, train
 
 ADP_FAST = ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "logger=none", "callbacks=none",
@@ -151,32 +151,11 @@ def test_vanilla_dip_runs_on_1d_tasks(make_cfg, task):
     assert math.isfinite(metrics["final_true_error"]) and math.isfinite(metrics["baseline_tikhonov_psnr"])
 
 
-class CircularBlur(LinearOperator):
-    """A per-channel circular convolution with a ``kernel`` buffer, like the deblurring task's operator."""
-
-    def __init__(self, kernel: torch.Tensor, shape: tuple[int, ...]):
-        super().__init__()
-        self.register_buffer("kernel", kernel)
-        self.domain_shape = self.range_shape = shape
-        self.domain_dtype = self.range_dtype = kernel.dtype
-
-    def convolve(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-        pad = kernel.shape[-1] // 2
-        return F.conv2d(F.pad(x, (pad,) * 4, mode="circular"), kernel, groups=x.shape[1])
-
-    def forward(self, x):
-        return self.convolve(x, self.kernel)
-
-    def adjoint(self, y):
-        return self.convolve(y, self.kernel.flip(-1, -2))
-
-
 def test_kernel_parameterised_operator_hypergradient_with_tv():
     """Colour deblurring with a learned kernel: B keeps A's convolution; the IFT gradient matches differences."""
     generator = torch.Generator().manual_seed(0)
-    kernel = torch.zeros(3, 1, 3, 3, dtype=torch.float64)
-    kernel[:, 0, [0, 1, 2], [0, 1, 2]] = torch.tensor([0.2, 0.6, 0.2], dtype=torch.float64)  # diagonal motion, invertible
-    operator = CircularBlur(kernel, (3, 10, 10))
+    kernel = torch.diag(torch.tensor([0.2, 0.6, 0.2], dtype=torch.float64))  # diagonal motion, invertible
+    operator = Blur(kernel, (3, 10, 10), "circular")
     assert adjointness_error(operator) < 1e-10
     x_true = torch.rand(1, 3, 10, 10, generator=generator, dtype=torch.float64)
     y = operator(x_true) + 0.02 * torch.randn(1, 3, 10, 10, generator=generator, dtype=torch.float64)

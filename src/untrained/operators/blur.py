@@ -119,7 +119,9 @@ class Blur(LinearOperator):
             raise UserError(f"Unknown task.boundary '{boundary}': choose one of {', '.join(BOUNDARIES)}.")
         _check_kernel(kernel, image_shape[1:])
         self.boundary = boundary
-        self.register_buffer("kernel", kernel.float())
+        # float64 kernels stay float64 (exact hypergradient checks); anything else becomes float32
+        self.register_buffer("kernel", kernel if kernel.dtype == torch.float64 else kernel.float())
+        self.domain_dtype = self.range_dtype = self.kernel.dtype
         self.domain_shape = tuple(image_shape)
         c, h, w = image_shape
         kh, kw = kernel.shape
