@@ -131,6 +131,7 @@ def train(cfg: DictConfig) -> dict:
         wall_time_s=wall_time,
         seconds_per_step=wall_time / max(metrics["steps"], 1),
         device=str(module.device) + (f" ({torch.cuda.get_device_name(module.device)})" if module.device.type == "cuda" else ""),
+        task_info=module.problem.info,  # what a re-analysis needs: noise level, mask, data scale, views...
     )
     images = {}
     for callback in callbacks:
