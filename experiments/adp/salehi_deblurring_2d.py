@@ -20,7 +20,6 @@ Run: python experiments/adp/salehi_deblurring_2d.py [--steps 40]
 from __future__ import annotations
 
 import argparse
-import math
 
 import matplotlib
 

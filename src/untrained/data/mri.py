@@ -32,7 +32,8 @@ from untrained.data.images import load_image
 from untrained.data.noise import add_gaussian
 from untrained.data.problem import InverseProblem
 from untrained.errors import UserError
-from untrained.operators.mri import MultiCoilMRI, conjugate_gradient, fft2c, ifft2c, rss
+from untrained.operators.base import conjugate_gradient
+from untrained.operators.mri import MultiCoilMRI, fft2c, ifft2c, rss
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ def mri(
         raise UserError("The zero-filled reconstruction is zero everywhere: check the mask and the k-space data.")
     y = measured[None] / scale
     zero_filled = zero_filled / scale
-    cg_sense = conjugate_gradient(operator.normal, zero_filled, cg_iterations)
+    cg_sense, _ = conjugate_gradient(operator.normal, zero_filled, cg_iterations)
     x_true = to_channels(truth[None] / scale)
     info.update(scale=scale, mask=mask, acceleration=acceleration, center_fraction=center_fraction,
                 sampled_fraction=float(columns.mean()), maps=maps, shape=[height, width])

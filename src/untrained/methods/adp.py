@@ -34,30 +34,10 @@ from untrained.data.problem import InverseProblem
 from untrained.errors import UserError
 from untrained.methods.base import Method, StepOutput
 from untrained.networks.unrolled_pg import UnrolledProximalGradient
-from untrained.operators.base import operator_norm
+from untrained.operators.base import conjugate_gradient, operator_norm
 
 SOLVERS = ("unrolled", "ift", "maid")
 INITS = ("zeros", "noise", "measurement")
-
-
-def conjugate_gradient(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, tol: float,
-                       max_iter: int) -> tuple[torch.Tensor, int]:
-    """Solve apply(q) = rhs (symmetric positive definite) from q = 0 until ||residual|| ≤ tol."""
-    q = torch.zeros_like(rhs)
-    residual = rhs.clone()
-    direction = residual.clone()
-    squared = residual.pow(2).sum()
-    for iteration in range(1, max_iter + 1):
-        if squared.sqrt() <= tol:
-            return q, iteration - 1
-        product = apply(direction)
-        step = squared / (direction * product).sum()
-        q = q + step * direction
-        residual = residual - step * product
-        new_squared = residual.pow(2).sum()
-        direction = residual + (new_squared / squared) * direction
-        squared = new_squared
-    return q, max_iter
 
 
 def upper_objective(network: UnrolledProximalGradient, problem: InverseProblem, x: torch.Tensor,
@@ -85,7 +65,7 @@ def hypergradient(network: UnrolledProximalGradient, problem: InverseProblem, x:
             product = torch.autograd.grad(gradient_j, x, restrict(v), retain_graph=True)[0]
             return product if mask is None else restrict(product) + (1 - mask) * v
 
-        q, cg_iterations = conjugate_gradient(hessian, restrict(grad_x), cg_tol, cg_max_iter)
+        q, cg_iterations = conjugate_gradient(hessian, restrict(grad_x), cg_max_iter, tol=cg_tol)
         mixed = torch.autograd.grad(gradient_j, params, restrict(q), allow_unused=True)
     grads = [(d if d is not None else 0) - (m if m is not None else 0) for d, m in zip(direct, mixed)]
     grads = [g if isinstance(g, torch.Tensor) else torch.zeros_like(p) for g, p in zip(grads, params)]

@@ -7,6 +7,8 @@ masks, coil maps) as buffers so ``.to(device)`` moves them with the LightningMod
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -111,3 +113,30 @@ def operator_norm(op: LinearOperator, iterations: int = 50, seed: int = 0) -> fl
         x = op.normal(x)
         norm = torch.linalg.vector_norm(x)
     return float(norm.sqrt())
+
+
+def conjugate_gradient(
+    apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, max_iter: int, tol: float = 0.0,
+    relative: bool = False,
+) -> tuple[torch.Tensor, int]:
+    """Solve apply(x) = rhs for a Hermitian positive (semi-)definite operator by CG, from x = 0 (real or complex).
+
+    Stops after ``max_iter`` iterations (a fixed count regularises, as in CG-SENSE) or once the residual
+    norm is ≤ ``tol`` (≤ ``tol``·||rhs|| if ``relative``). Returns the solution and the iterations done.
+    """
+    x = torch.zeros_like(rhs)
+    residual = rhs.clone()
+    direction = residual.clone()
+    squared = torch.sum(residual.abs() ** 2)
+    stop = tol**2 * (squared if relative else 1.0)
+    for iteration in range(max_iter):
+        if squared <= stop or squared == 0:
+            return x, iteration
+        product = apply(direction)
+        step = squared / torch.sum(direction.conj() * product).real
+        x = x + step * direction
+        residual = residual - step * product
+        new_squared = torch.sum(residual.abs() ** 2)
+        direction = residual + (new_squared / squared) * direction
+        squared = new_squared
+    return x, max_iter

@@ -1,4 +1,4 @@
-"""Multi-coil Cartesian MRI (SENSE): y_c = M ⊙ F(S_c x), and conjugate-gradient SENSE.
+"""Multi-coil Cartesian MRI (SENSE): y_c = M ⊙ F(S_c x) (CG-SENSE uses ``operators.base.conjugate_gradient``).
 
 F is the centered orthonormal 2D DFT of fastMRI (``fastmri.fft2c``: ifftshift → fft2(norm='ortho') →
 fftshift), written with native complex ``torch.fft`` (no real-view copies; the shifts become a
@@ -7,8 +7,6 @@ checkerboard sign for even sizes); the tests check it equals ``fastmri.fft2c`` /
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 
@@ -94,30 +92,3 @@ class MultiCoilMRI(LinearOperator):
                 f"got {tuple(y.shape)}."
             )
         return torch.sum(self.maps.conj() * ifft2c(y * self.mask), dim=1)
-
-
-def conjugate_gradient(
-    normal: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, iterations: int, x0: torch.Tensor | None = None,
-    tolerance: float = 0.0,
-) -> torch.Tensor:
-    """Solve ``normal(x) = rhs`` for a Hermitian positive (semi-)definite operator by CG (real or complex).
-
-    A fixed number of iterations acts as the regulariser of CG-SENSE; ``tolerance`` (relative residual)
-    stops earlier when reached.
-    """
-    x = torch.zeros_like(rhs) if x0 is None else x0.clone()
-    residual = rhs - normal(x) if x0 is not None else rhs.clone()
-    direction = residual.clone()
-    rs_old = torch.sum(residual.abs() ** 2)
-    stop = tolerance**2 * rs_old
-    for _ in range(iterations):
-        if rs_old <= stop or rs_old == 0:
-            break
-        applied = normal(direction)
-        alpha = rs_old / torch.sum(direction.conj() * applied).real
-        x = x + alpha * direction
-        residual = residual - alpha * applied
-        rs_new = torch.sum(residual.abs() ** 2)
-        direction = residual + (rs_new / rs_old) * direction
-        rs_old = rs_new
-    return x
