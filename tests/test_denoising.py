@@ -2,7 +2,9 @@
 
 import json
 
+import lightning as L
 import numpy as np
+import pytest
 
 from untrained.train import train
 
@@ -51,8 +53,6 @@ def test_grey_image_file_input(make_cfg, tmp_path):
 
 def test_stop_between_log_flushes_keeps_every_step(make_cfg):
     """A callback stopping the run between two flushes: the pending steps still reach the history."""
-    import lightning as L
-
     from untrained.module import UntrainedModule
     from untrained.train import build, build_module
 
@@ -65,3 +65,25 @@ def test_stop_between_log_flushes_keeps_every_step(make_cfg):
     trainer = build(cfg.trainer, "trainer", callbacks=[StopAtFive()], logger=False)
     trainer.fit(module)
     assert module.status == "completed" and module.history["step"] == list(range(5))
+
+
+def test_a_crash_mid_run_still_writes_the_results_so_far(make_cfg, tmp_path):
+    """An exception during training: metrics.json says failed, the best iterate is saved, the error propagates."""
+    cfg = make_cfg(["trainer.max_steps=30", "module.log_every=5",
+                    "+callbacks.crash._target_=tests.test_denoising.CrashAtStep", "+callbacks.crash.step=12"])
+    with pytest.raises(RuntimeError, match="boom at step 12"):
+        train(cfg)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["status"] == "failed" and "boom at step 12" in saved["failure"]
+    assert (tmp_path / "run" / "best.npy").is_file() and saved["best_step"] <= 12
+
+
+class CrashAtStep(L.Callback):
+    """Raises at a given step: a stand-in for any bug or hardware error mid-run."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"boom at step {self.step}")

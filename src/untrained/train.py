@@ -118,7 +118,11 @@ def train(cfg: DictConfig) -> dict:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     start = time.perf_counter()
-    trainer.fit(module, ckpt_path=checkpointing.resume_path() if checkpointing else None)
+    crash = None
+    try:
+        trainer.fit(module, ckpt_path=checkpointing.resume_path() if checkpointing else None)
+    except Exception as error:  # keep what the run has (best iterate, history), then report the error
+        module.status, module.failure, crash = "failed", f"{type(error).__name__}: {error}", error
     if checkpointing and checkpointing.interrupted:
         checkpointing.exit_after_signal()
     wall_time = time.perf_counter() - start + (checkpointing.elapsed_before if checkpointing else 0.0)
@@ -145,6 +149,8 @@ def train(cfg: DictConfig) -> dict:
         logger.log_metrics({f"summary/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=metrics["steps"])
         logger.finalize("success" if metrics["status"] == "completed" else "failed")
         close_experiment(logger)
+    if crash is not None:
+        raise crash
     if metrics["status"] == "failed":
         log.error("Run failed: %s. Best iterate kept in %s", metrics.get("failure"), output_dir)
     else:
