@@ -3,3 +3,9 @@
 
 class UserError(ValueError):
     """A mistake in the configuration or the input data, with a message that names the fix."""
+
+
+def check_choice(option: str, value, choices) -> None:
+    """Stop with a message naming the valid choices when ``value`` (the setting ``option``) is not one of them."""
+    if value not in choices:
+        raise UserError(f"{option} must be one of {tuple(choices)}, got '{value}'.")

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError
+from untrained.errors import UserError, check_choice
 from untrained.methods.base import Method, StepOutput
 from untrained.networks.unrolled_pg import UnrolledProximalGradient
 from untrained.operators.base import conjugate_gradient, operator_norm
@@ -100,10 +100,8 @@ class AnalyticDeepPrior(Method):
                  maid_decrease: float = 1e-8, maid_line_search: int = 5, maid_min_eps: float = 0.0, **kwargs):
         kwargs.setdefault("optimizer", "sgd")
         super().__init__(lr=lr, **kwargs)
-        if solver not in SOLVERS:
-            raise UserError(f"method.solver must be one of {SOLVERS}, got '{solver}'.")
-        if init not in INITS:
-            raise UserError(f"method.init must be one of {INITS}, got '{init}'.")
+        check_choice("method.solver", solver, SOLVERS)
+        check_choice("method.init", init, INITS)
         if lower_solver not in ("pg", "fista"):
             raise UserError(f"method.lower_solver must be 'pg' or 'fista', got '{lower_solver}'.")
         if sobolev_weight < 0:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError
+from untrained.errors import UserError, check_choice
 from untrained.methods.base import Method, StepOutput
 
 LOSS_FORMS = ("mse", "norm")
@@ -69,10 +69,8 @@ class ASeqDIP(Method):
             raise UserError(f"method.inner_steps must be >= 1, got {inner_steps}.")
         if ae_weight < 0:
             raise UserError(f"method.ae_weight must be >= 0, got {ae_weight}.")
-        if loss not in LOSS_FORMS:
-            raise UserError(f"method.loss must be one of {LOSS_FORMS}, got '{loss}'.")
-        if data_consistency not in DATA_CONSISTENCY:
-            raise UserError(f"method.data_consistency must be one of {DATA_CONSISTENCY}, got '{data_consistency}'.")
+        check_choice("method.loss", loss, LOSS_FORMS)
+        check_choice("method.data_consistency", data_consistency, DATA_CONSISTENCY)
         if self.optimize_input:
             raise UserError("aSeqDIP sets its input from the network output: set method.optimize_input=false.")
         self.inner_steps, self.ae_weight, self.loss_form = inner_steps, ae_weight, loss

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError
+from untrained.errors import UserError, check_choice
 from untrained.methods.base import Method, StepOutput
 from untrained.methods.tv import TV_KINDS, total_variation
 
@@ -49,8 +49,7 @@ class DeepRandomProjector(Method):
         super().__init__(**kwargs)
         if tv_weight < 0:
             raise UserError(f"method.tv_weight must be >= 0, got {tv_weight}.")
-        if tv_kind not in TV_KINDS:
-            raise UserError(f"method.tv_kind must be one of {TV_KINDS}, got '{tv_kind}'.")
+        check_choice("method.tv_kind", tv_kind, TV_KINDS)
         if data_loss not in ("rmse", "mse"):
             raise UserError(f"method.data_loss must be 'rmse' or 'mse', got '{data_loss}'.")
         self.tv_weight, self.tv_kind, self.data_loss = tv_weight, tv_kind, data_loss

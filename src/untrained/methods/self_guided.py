@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError
+from untrained.errors import UserError, check_choice
 from untrained.methods.base import Method, StepOutput
 
 NORMS = ("l1", "l2")
@@ -52,10 +52,8 @@ class SelfGuidedDIP(Method):
             raise UserError(f"method.num_perturbations must be >= 1, got {num_perturbations}.")
         if perturbation_std < 0:
             raise UserError(f"method.perturbation_std must be >= 0, got {perturbation_std}.")
-        if perturbation not in PERTURBATIONS:
-            raise UserError(f"method.perturbation must be one of {PERTURBATIONS}, got '{perturbation}'.")
-        if norm not in NORMS:
-            raise UserError(f"method.norm must be one of {NORMS}, got '{norm}'.")
+        check_choice("method.perturbation", perturbation, PERTURBATIONS)
+        check_choice("method.norm", norm, NORMS)
         self.num_perturbations, self.perturbation_std = num_perturbations, perturbation_std
         self.perturbation = perturbation
         self.guidance_weight, self.norm = guidance_weight, norm

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError
+from untrained.errors import UserError, check_choice
 from untrained.methods.base import Method
 
 TV_KINDS = ("anisotropic", "isotropic")
@@ -41,10 +41,8 @@ def total_variation(x: torch.Tensor, kind: str = "anisotropic", eps: float = 1e-
     where ``eps`` keeps the gradient finite at flat pixels. ``reduction='mean'`` divides by the number of
     entries of ``x``, which makes a weight independent of the image size. Complex inputs use moduli.
     """
-    if kind not in TV_KINDS:
-        raise UserError(f"TV kind must be one of {TV_KINDS}, got '{kind}'.")
-    if reduction not in TV_REDUCTIONS:
-        raise UserError(f"TV reduction must be one of {TV_REDUCTIONS}, got '{reduction}'.")
+    check_choice("TV kind", kind, TV_KINDS)
+    check_choice("TV reduction", reduction, TV_REDUCTIONS)
     if x.ndim < 3:
         raise ValueError(f"total_variation expects (B, C, *spatial), got shape {tuple(x.shape)}.")
     differences = finite_differences(x)
@@ -74,10 +72,8 @@ class TVDIP(Method):
         super().__init__(**kwargs)
         if tv_weight < 0:
             raise UserError(f"method.tv_weight must be >= 0, got {tv_weight}.")
-        if tv_kind not in TV_KINDS:
-            raise UserError(f"method.tv_kind must be one of {TV_KINDS}, got '{tv_kind}'.")
-        if tv_reduction not in TV_REDUCTIONS:
-            raise UserError(f"method.tv_reduction must be one of {TV_REDUCTIONS}, got '{tv_reduction}'.")
+        check_choice("method.tv_kind", tv_kind, TV_KINDS)
+        check_choice("method.tv_reduction", tv_reduction, TV_REDUCTIONS)
         self.tv_weight, self.tv_kind, self.tv_eps, self.tv_reduction = tv_weight, tv_kind, tv_eps, tv_reduction
 
     def regularizer(self, output: torch.Tensor, problem: InverseProblem, step: int) -> dict[str, torch.Tensor]:

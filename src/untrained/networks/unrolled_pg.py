@@ -27,7 +27,7 @@ import math
 import torch
 from torch import nn
 
-from untrained.errors import UserError
+from untrained.errors import UserError, check_choice
 from untrained.methods.tv import total_variation
 from untrained.operators.base import LinearOperator, operator_norm
 
@@ -125,8 +125,7 @@ class Regularizer:
     """
 
     def __init__(self, kind: str, alpha: float, alpha_l2: float = 0.0, tv_eps: float = 1e-4):
-        if kind not in REGULARIZERS:
-            raise UserError(f"network.regularizer must be one of {REGULARIZERS}, got '{kind}'.")
+        check_choice("network.regularizer", kind, REGULARIZERS)
         if alpha < 0 or alpha_l2 < 0:
             raise UserError(f"network.alpha and network.alpha_l2 must be >= 0, got {alpha}, {alpha_l2}.")
         if kind == "l2" and alpha <= 0:
@@ -189,8 +188,7 @@ class UnrolledProximalGradient(nn.Module):
                  regularizer: str = "l2", alpha_l2: float = 0.0, tv_eps: float = 1e-4, step_size: float | None = None,
                  operator: str = "full"):
         super().__init__()
-        if operator not in OPERATORS:
-            raise UserError(f"network.operator must be one of {sorted(OPERATORS)}, got '{operator}'.")
+        check_choice("network.operator", operator, OPERATORS)
         if layers < 1:
             raise UserError(f"network.layers must be >= 1, got {layers}.")
         if step_size is not None and step_size <= 0:
