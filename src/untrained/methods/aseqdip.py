@@ -79,11 +79,7 @@ class ASeqDIP(Method):
 
     def setup(self, problem: InverseProblem, network: nn.Module) -> None:
         super().setup(problem, network)
-        if tuple(self.z.shape[1:]) != tuple(problem.image_shape):
-            raise UserError(
-                "aSeqDIP feeds its output back as input, so z must have the image's shape "
-                f"{tuple(problem.image_shape)}: "
-                f"set method.input.kind=measurement.")
+        self.require_image_shaped_input(problem, "aSeqDIP feeds its output back as input")
         has_mask = hasattr(problem.operator, "mask") and getattr(problem.operator, "linear", False)
         if self.data_consistency_mode == "always" and not getattr(problem.operator, "linear", False):
             raise UserError("method.data_consistency=always needs a linear operator with an adjoint.")

@@ -125,6 +125,12 @@ class Method(nn.Module):
         self.register_buffer("average", torch.zeros(1, *problem.image_shape))
         self.register_buffer("averaged_steps", torch.zeros((), dtype=torch.long))
 
+    def require_image_shaped_input(self, problem: InverseProblem, reason: str) -> None:
+        """For methods that compare z with the output: z must live in the image space."""
+        if tuple(self.z.shape[1:]) != tuple(problem.image_shape):
+            raise UserError(f"{reason}, so z must have the image's shape {tuple(problem.image_shape)}: "
+                            "set method.input.kind=measurement.")
+
     def network_input(self, step: int) -> torch.Tensor:
         if self.reg_noise_std > 0 and self.training:
             return self.z + self.reg_noise_std * torch.randn_like(self.z)

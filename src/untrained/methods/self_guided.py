@@ -60,11 +60,7 @@ class SelfGuidedDIP(Method):
 
     def setup(self, problem: InverseProblem, network: nn.Module) -> None:
         super().setup(problem, network)
-        if tuple(self.z.shape[1:]) != tuple(problem.image_shape):
-            raise UserError(
-                "Self-guidance compares the output with z, so z must have the image's shape "
-                f"{tuple(problem.image_shape)}: "
-                f"set method.input.kind=measurement.")
+        self.require_image_shaped_input(problem, "Self-guidance compares the output with z")
 
     def perturbations(self) -> torch.Tensor:
         shape = (self.num_perturbations, *self.z.shape[1:])
