@@ -24,7 +24,7 @@ from torch import nn
 from untrained.data.problem import InverseProblem
 from untrained.errors import UserError
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "rprop": torch.optim.Rprop}
 
 
 @dataclass
