@@ -15,14 +15,16 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.run import QUICK_NETWORK, ROOT, compose_config, machine
+from benchmarks.run import QUICK_NETWORK, ROOT, compose_config, machine, switches
 from untrained.train import train
 
-VARIANTS = {
-    "fp32 eager": ["performance.autocast=false", "performance.channels_last=false", "performance.compile=false"],
-    "bf16 autocast + channels-last": ["performance.autocast=true", "performance.channels_last=true", "performance.compile=false"],
-    "torch.compile (inductor)": ["performance.autocast=false", "performance.channels_last=false", "performance.compile=true"],
-    "all (bf16 + channels-last + compile)": ["performance.autocast=true", "performance.channels_last=true", "performance.compile=true"],
+
+VARIANTS = {  # key: (description, switches)
+    "eager": ("fp32 eager", switches()),
+    "graph": ("CUDA graph of the step (fp32)", switches(cuda_graphs=True)),
+    "bf16": ("bf16 autocast + channels-last", switches(autocast=True, channels_last=True)),
+    "compile": ("torch.compile (inductor)", switches(compile=True)),
+    "all": ("all (bf16 + channels-last + compile + CUDA graph)", switches(True, True, True, True)),
 }
 
 
@@ -32,16 +34,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--small-network", action="store_true", help="the tests' 3-scale, 16-channel skip network")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="variants to run; the first is the reference (default: all)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("override", nargs="*")
     args = parser.parse_args(argv)
     rows = []
-    for name, switches in VARIANTS.items():
+    for name, variant in (VARIANTS[key] for key in args.variants):
         with tempfile.TemporaryDirectory() as tmp:
             overrides = [f"task.size={args.size}", f"trainer.max_steps={args.steps}", f"seed={args.seed}", "logger=none",
                          "trainer.accelerator=cpu" if not torch.cuda.is_available() else "trainer.accelerator=gpu",
                          f"paths.output_dir={tmp}", *(QUICK_NETWORK["skip"] if args.small_network else []),
-                         *switches, *args.override]
+                         *variant, *args.override]
             start = time.perf_counter()
             metrics = train(compose_config(overrides))
             rows.append({"variant": name, "best_psnr": metrics["best_psnr"], "final_psnr": metrics["final_psnr"],

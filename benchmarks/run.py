@@ -41,7 +41,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from untrained.batched import build_batched
-from untrained.fast import HostSyncCounter, performance_callbacks
+from untrained.fast import HostSyncCounter, StepGraph, accelerate, performance_callbacks, performance_from_config
 from untrained.train import build, build_module, close_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,19 @@ CONF_DIR = ROOT / "conf"
 # --quick: tiny problems and networks (the tests' FAST setting), so the whole run is a smoke test.
 QUICK_TASK = {"size": 32}
 QUICK_NETWORK = {"skip": ["network.channels_down=[16,16,16]", "network.channels_up=[16,16,16]", "network.channels_skip=[4,4,4]"]}
-FAST_PATH = ["performance.autocast=true", "performance.channels_last=true", "performance.compile=true"]
+def switches(autocast=False, channels_last=False, compile=False, cuda_graphs=False) -> list[str]:
+    flags = {"autocast": autocast, "channels_last": channels_last, "compile": compile, "cuda_graphs": cuda_graphs}
+    return [f"performance.{k}={str(v).lower()}" for k, v in flags.items()]
+
+
+EAGER = switches()
+# --fast: each part of the fast path, then all of it (the GPU default for capturable methods).
+FAST_VARIANTS = {
+    "untrained_graph": switches(cuda_graphs=True),
+    "untrained_bf16": switches(autocast=True, channels_last=True),
+    "untrained_compiled": switches(autocast=True, channels_last=True, compile=True),
+    "untrained_fast": switches(True, True, True, True),
+}
 
 
 # Configs -----------------------------------------------------------------------------------------
@@ -206,6 +218,30 @@ def fit_plain(cfg, device: torch.device, memory: PeakMemory) -> dict[str, list[f
     return {"steps": steps, "reads": reads}
 
 
+def fit_bare(cfg, device: torch.device, memory: PeakMemory) -> list[float]:
+    """The framework's step without the framework: the same fast path (``cfg.performance``) and on-device
+    PSNR and best-iterate tracking, in a bare loop with no Lightning, callbacks or logger, reading the
+    loss every ``module.log_every`` steps. The framework's step time over this one is its overhead."""
+    module = build_module(cfg).to(device)
+    performance = performance_from_config(cfg)
+    capturable = module.method.capturable_step and getattr(module.problem.operator, "capturable", False)
+    settings = accelerate(module.network, module.problem, device, performance, capturable)
+    step_fn = StepGraph(module.method.optimization_step) if settings["cuda_graphs"] else module.method.optimization_step
+    module.network.train()
+    optimizer = module.method.configure_optimizer(module.network)
+    clock, ends, pending = Clock(device), [], []
+    with memory.measure():
+        for step in range(cfg.trainer.max_steps):
+            out = step_fn(module.network, module.problem, step, optimizer, lambda loss: loss.backward())
+            estimate = module.method.after_step(module.network, module.problem, step, out)
+            pending.append((out.loss.detach(), module.track_best(step, estimate)))
+            if (step + 1) % module.log_every == 0:
+                [float(x) for pair in pending for x in pair]
+                pending.clear()
+            ends.append(clock.now())
+    return [clock.seconds(a, b) for a, b in zip(ends, ends[1:])]
+
+
 def host_reads_per_step(cfg, steps: int = 50) -> dict[str, float]:
     """Tensor → host reads (each one a GPU synchronisation) per step, counted on the CPU.
 
@@ -241,12 +277,13 @@ def benchmark_combo(task: str, network: str, device_name: str, args) -> dict:
         overrides = base_overrides(task, network, device_name, args, tmp)
         default_steps = int(compose_config(overrides).trainer.max_steps)
         timed = [f"trainer.max_steps={args.warmup + args.steps}"]
-        variants = {"plain": None, "untrained": timed + ["performance.autocast=false", "performance.channels_last=false",
-                                                         "performance.compile=false"]}
+        variants = {"plain": None, "untrained": timed + EAGER}
         if args.fast:
-            variants["untrained_fast"] = timed + FAST_PATH
+            variants.update({name: timed + FAST_VARIANTS[name] for name in args.fast_variants})
+            if "untrained_fast" in args.fast_variants:
+                variants["bare_fast"] = timed + FAST_VARIANTS["untrained_fast"]
         samples = {name: [] for name in variants}
-        overheads, plain_reads = [], []
+        overheads, plain_reads = {}, []
         memory = {name: PeakMemory(device) for name in variants}
         for round_index in range(args.rounds):
             order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
@@ -256,17 +293,19 @@ def benchmark_combo(task: str, network: str, device_name: str, args) -> dict:
                     plain = fit_plain(cfg, device, memory[name])
                     samples[name] += plain["steps"][args.warmup:]
                     plain_reads += plain["reads"][args.warmup:]
+                elif name.startswith("bare"):
+                    samples[name] += fit_bare(cfg, device, memory[name])[args.warmup:]
                 else:
                     clock = fit_framework(cfg, device, memory[name])
                     samples[name] += clock.step_seconds()[args.warmup:]
-                    if name == "untrained":
-                        overheads += clock.overhead_seconds()[args.warmup:]
+                    overheads.setdefault(name, []).extend(clock.overhead_seconds()[args.warmup:])
         rows = []
         for name in variants:
             extra = {}
-            if name == "untrained":
+            if overheads.get(name):
                 median_step = statistics.median(samples[name])
-                extra = {"overhead_s": statistics.median(overheads), "overhead_pct": 100 * statistics.median(overheads) / median_step}
+                extra = {"overhead_s": statistics.median(overheads[name]),
+                         "overhead_pct": 100 * statistics.median(overheads[name]) / median_step}
             if name == "plain":
                 extra = {"reads_s": statistics.median(plain_reads)}
             rows.append(summarise(name, samples[name], memory[name].peak, default_steps, extra))
@@ -278,24 +317,31 @@ def benchmark_combo(task: str, network: str, device_name: str, args) -> dict:
 
 
 def benchmark_batched(device_name: str, args) -> dict:
-    """Reconstructions per hour against B, at ``--batch-size-image`` px, at the method's default step count."""
+    """Reconstructions per hour against B, at ``--batch-size-image`` px, at the method's default step count.
+
+    Timed fp32 eager and, on a GPU, with the CUDA graph of the step (the GPU default); B = 1 is the
+    ordinary single-run path.
+    """
     device = torch.device("cuda" if device_name == "gpu" else "cpu")
+    modes = {"eager": EAGER, **({"graph": switches(cuda_graphs=True)} if device.type == "cuda" else {})}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         overrides = base_overrides("denoising", "skip", device_name, args, tmp)
         overrides = [o for o in overrides if not o.startswith("task.size")] + [f"task.size={args.batch_image_size}"]
         default_steps = int(compose_config(overrides).trainer.max_steps)
-        for size in args.batch_sizes:
-            cfg = compose_config(overrides + [f"trainer.max_steps={args.warmup + args.steps}", f"performance.batch_size={size}",
-                                              "performance.compile=false", "performance.autocast=false",
-                                              "performance.channels_last=false"])
-            memory = PeakMemory(device)
-            clock = fit_framework(cfg, device, memory)
-            row = summarise(f"B={size}", clock.step_seconds()[args.warmup:], memory.peak, default_steps)
-            row.update(batch_size=size, reconstructions_per_hour=size * 3600 / row["full_reconstruction_s"])
-            rows.append(row)
+        for mode, flags in modes.items():
+            for size in args.batch_sizes:
+                cfg = compose_config(overrides + [f"trainer.max_steps={args.warmup + args.steps}",
+                                                  f"performance.batch_size={size}", *flags])
+                memory = PeakMemory(device)
+                clock = fit_framework(cfg, device, memory)
+                row = summarise(f"B={size}", clock.step_seconds()[args.warmup:], memory.peak, default_steps)
+                row.update(mode=mode, batch_size=size, reconstructions_per_hour=size * 3600 / row["full_reconstruction_s"])
+                rows.append(row)
+    baseline = {r["mode"]: r["reconstructions_per_hour"] for r in rows if r["batch_size"] == args.batch_sizes[0]}
     for row in rows:
-        row["throughput_vs_b1"] = row["reconstructions_per_hour"] / rows[0]["reconstructions_per_hour"]
+        row["throughput_vs_b1"] = row["reconstructions_per_hour"] / baseline[row["mode"]]
+        row["throughput_vs_b1_eager"] = row["reconstructions_per_hour"] / baseline["eager"]
     return {"task": "denoising", "network": "skip", "device": device_name, "image_size": args.batch_image_size, "rows": rows}
 
 
@@ -342,10 +388,11 @@ def markdown(report: dict) -> str:
                       f"module.log_every=25): untrained {r['untrained']:.2f}, plain loop {r['plain']:.2f}."]
     for batch in report.get("batched", []):
         lines += ["", f"## Batched fits: denoising {batch['image_size']}², skip network, {batch['device']}", "",
-                  "| B | s/step | peak MB | reconstructions/hour | vs B=1 |", "|---|---|---|---|---|"]
+                  "| step | B | s/step | peak MB | reconstructions/hour | vs B=1 (same step) | vs B=1 eager |",
+                  "|---|---|---|---|---|---|---|"]
         for row in batch["rows"]:
-            lines.append(f"| {row['batch_size']} | {row['seconds_per_step']:.4f} | {row['peak_memory_mb']:.0f} | "
-                         f"{row['reconstructions_per_hour']:.2f} | {row['throughput_vs_b1']:.2f}× |")
+            lines.append(f"| {row['mode']} | {row['batch_size']} | {row['seconds_per_step']:.4f} | {row['peak_memory_mb']:.0f} | "
+                         f"{row['reconstructions_per_hour']:.2f} | {row['throughput_vs_b1']:.2f}× | {row['throughput_vs_b1_eager']:.2f}× |")
     return "\n".join(lines) + "\n"
 
 
@@ -361,6 +408,9 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, help="untimed steps per round (default 2; quick 1)")
     parser.add_argument("--rounds", type=int, help="alternating rounds (default 2; quick 1)")
     parser.add_argument("--fast", action="store_true", help="also time the fast path (performance.*=true)")
+    parser.add_argument("--fast-variants", nargs="*", default=list(FAST_VARIANTS), choices=list(FAST_VARIANTS),
+                        help="which parts of the fast path --fast times (default: all; untrained_fast adds bare_fast, "
+                             "the same step without Lightning, callbacks or logger)")
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",") if x], default=None,
                         help="batched fits to time, e.g. 1,2,4 (default: none; quick: 1,2)")
     parser.add_argument("--batch-image-size", type=int, help="image size of the batched fits (default 64; quick 32)")

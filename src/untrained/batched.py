@@ -37,7 +37,7 @@ from torch.func import functional_call, replace_all_batch_norm_modules_, stack_m
 from untrained.callbacks.base import ReportingCallback
 from untrained.data.problem import InverseProblem
 from untrained.errors import UserError
-from untrained.fast import performance_from_config
+from untrained.fast import Performance, StepGraph, performance_from_config, step_graph_wanted
 from untrained.methods.base import Method, StepOutput
 from untrained.module import StepIndices, UntrainedModule
 from untrained.outputs import write_json_atomic, write_run_outputs
@@ -72,8 +72,10 @@ def _flat(name: str) -> str:
 class BatchedModule(L.LightningModule):
     """Fits the given (not yet trained) :class:`UntrainedModule` members together; see the module docstring."""
 
-    def __init__(self, members: list[UntrainedModule], eval_every: int = 1, log_every: int = 25):
+    def __init__(self, members: list[UntrainedModule], eval_every: int = 1, log_every: int = 25,
+                 performance: Performance | None = None):
         super().__init__()
+        self.performance = performance or Performance(cuda_graphs=False)
         if eval_every < 1 or log_every < 1:
             raise ValueError("eval_every and log_every must be >= 1.")
         first = members[0]
@@ -143,16 +145,25 @@ class BatchedModule(L.LightningModule):
 
         return vmap(one, randomness="different")(params, buffers, *args)
 
-    def training_step(self, batch, batch_idx):
-        step = self.global_step
-        optimizer = self.optimizers()
+    def on_fit_start(self) -> None:
+        first = self.members[0]
+        if step_graph_wanted(self.performance, self.device, first.network, first.method, first.problem):
+            self.optimization_step = StepGraph(self.optimization_step)
+
+    def optimization_step(self, step: int, optimizer, backward) -> StepOutput:
+        """One optimizer step of every member; ``loss`` holds the B members' losses."""
         optimizer.zero_grad(set_to_none=True)
         losses, outputs, logs = self.members_call(step)
-        self.manual_backward(losses.sum())  # members share no weights: each gets its own gradient
+        backward(losses.sum())  # members share no weights: each gets its own gradient
         optimizer.step()
-        estimate, psnr = self.members_call(step, losses.detach(), outputs.detach())
+        return StepOutput(losses, outputs, logs)
+
+    def training_step(self, batch, batch_idx):
+        step = self.global_step
+        out = self.optimization_step(step, self.optimizers(), self.manual_backward)
+        estimate, psnr = self.members_call(step, out.loss.detach(), out.output.detach())
         self.estimate.copy_(estimate)
-        record = {"loss": losses.detach(), **{k: v.detach() for k, v in logs.items()}}
+        record = {"loss": out.loss.detach(), **{k: v.detach() for k, v in out.logs.items()}}
         if self.members[0].problem.has_ground_truth and step % self.eval_every == 0:
             better = psnr > self.best_psnr
             per_member = better.view(-1, *[1] * (estimate.ndim - 1))
@@ -278,14 +289,14 @@ def build_batched(cfg: DictConfig) -> tuple[BatchedModule, list[DictConfig], lis
 
     size = int(cfg.performance.batch_size)
     configs = [member_config(cfg, b) for b in range(size)]
-    module = BatchedModule([build_module(c) for c in configs], **cfg.module)
+    performance = performance_from_config(cfg)
+    module = BatchedModule([build_module(c) for c in configs], **cfg.module, performance=performance)
     reporting, shared = [], []
     for b in range(size):
         built = [build(c, "callbacks") for c in (configs[b].get("callbacks") or {}).values() if c is not None]
         reporting.append([c for c in built if isinstance(c, ReportingCallback)])
         if b == 0:
             shared = [c for c in built if not isinstance(c, ReportingCallback)]
-    performance = performance_from_config(cfg)
     if performance.compile is True or performance.autocast is True or performance.channels_last is True:
         log.warning("performance.compile/autocast/channels_last are not applied to batched fits: they run fp32 eager.")
     return module, configs, shared + [MemberCallbacks(reporting)]
@@ -293,7 +304,7 @@ def build_batched(cfg: DictConfig) -> tuple[BatchedModule, list[DictConfig], lis
 
 def train_batched(cfg: DictConfig) -> dict:
     """Fit ``performance.batch_size`` members together; write each member's outputs and a batch summary."""
-    from untrained.train import build, close_experiment
+    from untrained.train import build, close_experiment, device_name
 
     output_dir = Path(cfg.paths.output_dir)
     module, configs, callbacks = build_batched(cfg)
@@ -315,7 +326,7 @@ def train_batched(cfg: DictConfig) -> dict:
         metrics.update(
             steps=int(trainer.global_step), task=cfg.task.get("name"), method=cfg.method.get("name"),
             seed=int(member_cfg.seed), member=b, batch_size=size, wall_time_s=wall_time,
-            seconds_per_step=wall_time / max(trainer.global_step, 1), device=str(module.device),
+            seconds_per_step=wall_time / max(trainer.global_step, 1), device=device_name(trainer),
         )
         images = {}
         for callback in reporting[b]:
@@ -328,7 +339,7 @@ def train_batched(cfg: DictConfig) -> dict:
         "status": "completed" if completed else "failed", "batch_size": size, "steps": int(trainer.global_step),
         "wall_time_s": wall_time, "seconds_per_step": wall_time / max(trainer.global_step, 1),
         "reconstructions_per_hour": size * 3600 / wall_time if wall_time > 0 else None,
-        "members": results, "device": str(module.device),
+        "members": results, "device": device_name(trainer),
     }
     for key in ("best_psnr", "final_psnr"):
         values = [m[key] for m in completed if key in m]

@@ -1,9 +1,13 @@
 """The fast path: bf16 autocast, channels-last, ``torch.compile`` and CUDA graphs, each switchable.
 
 ``conf/performance/default.yaml`` holds the switches. ``auto`` means "on where it is safe": on a CUDA
-device for autocast (when the GPU supports bf16), channels-last (2D networks) and compilation; off on
-the CPU, where bf16 and compilation rarely pay for themselves. CUDA graphs are opt-in because they
-need static shapes and fixed input addresses.
+device for autocast (when the GPU supports bf16), channels-last (2D networks), compilation and the
+CUDA graph of the whole optimization step (for methods whose step is the same GPU work every time,
+``Method.capturable_step``); off on the CPU, where bf16 and compilation rarely pay for themselves.
+
+CUDA graph: a DIP fit repeats one small step thousands of times on fixed shapes, so on a fast GPU the
+step is bound by the host launching a few hundred kernels. :class:`StepGraph` records forward, loss,
+backward and optimizer update once and replays them with one launch per step.
 
 Precision: only the network runs under autocast. Its output is cast back to fp32 before the loss,
 so operators where precision matters (FFT, ray transform, data misfit) always run in fp32.
@@ -25,7 +29,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from untrained.callbacks.base import ReportingCallback
 from untrained.errors import UserError
+from untrained.methods.base import StepOutput
 
 log = logging.getLogger(__name__)
 
@@ -45,25 +51,31 @@ class Performance:
     compile: str | bool = "auto"
     compile_mode: str | None = None
     compile_backend: str = "inductor"
-    cuda_graphs: bool = False
+    cuda_graphs: str | bool = "auto"
     sync_debug: str | None = None
 
     def __post_init__(self):
-        for name in ("autocast", "channels_last", "compile"):
+        for name in ("autocast", "channels_last", "compile", "cuda_graphs"):
             setattr(self, name, _switch(name, getattr(self, name)))
         if self.sync_debug not in (None, "warn", "error"):
             raise UserError(f"performance.sync_debug must be null, warn or error, got {self.sync_debug!r}.")
 
-    def resolve(self, device: torch.device, network: nn.Module) -> dict[str, bool]:
-        """Concrete on/off values on ``device``; explains every request that cannot be honoured there."""
+    def resolve(self, device: torch.device, network: nn.Module, capturable_step: bool = True) -> dict[str, bool]:
+        """Concrete on/off values on ``device``; explains every request that cannot be honoured there.
+
+        ``capturable_step``: whether the method's optimization step can be recorded as a CUDA graph.
+        """
         cuda = device.type == "cuda"
         bf16 = cuda and torch.cuda.is_bf16_supported()
         images = getattr(network, "dim", 2) == 2
+        graph = (cuda and capturable_step) if self.cuda_graphs == "auto" else bool(self.cuda_graphs)
+        # Measured on an H100 (benchmarks/results/gpu-*.md): without the CUDA graph a DIP step is bound by
+        # kernel launches, and bf16 casts and compiled-code guards made it slower, so auto pairs them with it.
         resolved = {
-            "autocast": bf16 if self.autocast == "auto" else bool(self.autocast),
-            "channels_last": (cuda and images) if self.channels_last == "auto" else bool(self.channels_last),
-            "compile": cuda if self.compile == "auto" else bool(self.compile),
-            "cuda_graphs": bool(self.cuda_graphs),
+            "autocast": (bf16 and graph) if self.autocast == "auto" else bool(self.autocast),
+            "channels_last": (graph and images) if self.channels_last == "auto" else bool(self.channels_last),
+            "compile": graph if self.compile == "auto" else bool(self.compile),
+            "cuda_graphs": graph,
         }
         if resolved["channels_last"] and not images:
             log.warning("performance.channels_last ignored: it applies to 2D image networks only.")
@@ -71,14 +83,11 @@ class Performance:
         if resolved["cuda_graphs"] and not cuda:
             log.warning("performance.cuda_graphs ignored: CUDA graphs need a CUDA device (this run is on %s).", device)
             resolved["cuda_graphs"] = False
-        if resolved["cuda_graphs"] and not resolved["compile"]:
-            log.warning("performance.cuda_graphs needs performance.compile: compiling with mode 'reduce-overhead'.")
-            resolved["compile"] = True
+        if resolved["cuda_graphs"] and not capturable_step:
+            log.warning("performance.cuda_graphs ignored: this method's step changes from step to step "
+                        "(Method.capturable_step) or its operator leaves the GPU (Operator.capturable).")
+            resolved["cuda_graphs"] = False
         return resolved
-
-    @property
-    def mode(self) -> str | None:
-        return "reduce-overhead" if self.cuda_graphs else self.compile_mode
 
 
 class CompiledWithFallback:
@@ -100,12 +109,23 @@ class CompiledWithFallback:
         try:
             return self.compiled(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 -- any compiler failure means: run eagerly
-            self.failed = True
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            log.warning(
-                "torch.compile of the %s failed (%s: %s); running it eagerly instead. "
-                "Set performance.compile=false to skip compilation.", self.name, type(error).__name__, first_line[:200])
+            self.fall_back(error)
             return self.eager(*args, **kwargs)
+
+    def fall_back(self, error: Exception) -> None:
+        self.failed = True
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        log.warning(
+            "torch.compile of the %s failed (%s: %s); running it eagerly instead. "
+            "Set performance.compile=false to skip compilation.", self.name, type(error).__name__, first_line[:200])
+
+    def probe(self, example: torch.Tensor) -> None:
+        """Compile now and run one backward pass on ``example`` (a stateless function only): errors that
+        the compiled backward raises, past this wrapper's reach during training, fall back here."""
+        try:
+            self.compiled(example.detach().requires_grad_()).backward()
+        except Exception as error:  # noqa: BLE001
+            self.fall_back(error)
 
 
 def accelerate_network(network: nn.Module, device: torch.device, settings: dict[str, bool], mode: str | None = None,
@@ -118,44 +138,134 @@ def accelerate_network(network: nn.Module, device: torch.device, settings: dict[
         network.to(memory_format=torch.channels_last)
     original = network.forward
     inner = CompiledWithFallback(original, "network", mode, backend) if settings["compile"] else original
-    autocast, channels_last, graphs = settings["autocast"], settings["channels_last"], settings["cuda_graphs"]
+    network.compiled_forward = inner if settings["compile"] else None
+    autocast, channels_last = settings["autocast"], settings["channels_last"]
+    # The autocast weight cache must be off while a CUDA graph records (its casts are replayed instead).
+    cache = not settings["cuda_graphs"]
 
     def forward(z: torch.Tensor) -> torch.Tensor:
         if channels_last and z.ndim == 4:
             z = z.contiguous(memory_format=torch.channels_last)
-        if graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast, cache_enabled=cache):
             output = inner(z)
-        # fp32 and the standard layout for the loss and the operators; a CUDA-graph output is reused by
-        # the next replay, so it is copied out.
-        output = output.float().contiguous()
-        return output.clone() if graphs else output
+        # fp32 and the standard layout for the loss and the operators.
+        return output.float().contiguous()
 
     network.forward = forward
 
 
-def accelerate(network: nn.Module, problem: nn.Module, device: torch.device, performance: Performance) -> dict[str, bool]:
-    """Apply the fast path to a network and its problem's data loss; returns what was switched on."""
-    settings = performance.resolve(device, network)
-    accelerate_network(network, device, settings, performance.mode, performance.compile_backend)
+def accelerate(network: nn.Module, problem: nn.Module, device: torch.device, performance: Performance,
+               capturable_step: bool = False) -> dict[str, bool]:
+    """Apply the fast path to a network and its problem's data loss; returns what was switched on.
+
+    The CUDA graph of the step is set up by the caller (:class:`PerformanceCallback`), which owns the step.
+    """
+    settings = performance.resolve(device, network, capturable_step)
+    accelerate_network(network, device, settings, performance.compile_mode, performance.compile_backend)
     if settings["compile"] and not isinstance(problem.data_loss, CompiledWithFallback):
         problem.data_loss = CompiledWithFallback(problem.data_loss, "data loss", performance.compile_mode,
                                                  performance.compile_backend)
+        problem.data_loss.probe(torch.zeros(1, *problem.image_shape, device=device))
     if any(settings.values()):
         log.info("Fast path on %s: %s", device, ", ".join(k for k, v in settings.items() if v))
     return settings
 
 
-class PerformanceCallback(L.Callback):
-    """Applies :class:`Performance` when the module is on its device (``on_fit_start``)."""
+class StepGraph:
+    """An optimization step recorded once as a CUDA graph and replayed every step.
+
+    Wraps ``step(*args, optimizer, backward) -> StepOutput`` (``Method.optimization_step``, or the
+    batched module's vmapped step). The first ``warmup`` steps run eagerly on a side stream (as CUDA
+    graph capture requires: lazy state such as Adam's moments and compiled kernels exist before
+    recording); the next step is recorded and from then on each step is one replay. Recording freezes
+    what the step does, which is why only methods with ``capturable_step`` (fixed learning rates, no
+    host reads, no branching on the step) use it. The optimizer runs with ``capturable=True`` so its
+    step counter lives on the GPU. If recording fails, one warning is logged and the step runs eagerly
+    from then on.
+
+    A replay overwrites its output tensors, so the loss and the logged scalars are copied out; the
+    output image is consumed (estimate, best iterate, input update) before the next replay.
+    """
+
+    def __init__(self, step: Callable, warmup: int = 3):
+        self.eager, self.warmup = step, warmup
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static: StepOutput | None = None
+        self.calls, self.failed = 0, False
+
+    @staticmethod
+    def make_capturable(optimizer: torch.optim.Optimizer) -> None:
+        for group in optimizer.param_groups:
+            if "capturable" in group and not group["capturable"]:
+                group["capturable"] = True
+                for param in group["params"]:  # a restored checkpoint's step counters are on the host
+                    state = optimizer.state.get(param, {})
+                    if torch.is_tensor(state.get("step")):
+                        state["step"] = state["step"].to(param.device, torch.float32)
+
+    def __call__(self, *args) -> StepOutput:
+        if self.failed:
+            return self.eager(*args)
+        optimizer = args[-2]
+        self.calls += 1
+        if self.graph is None and self.calls <= self.warmup:
+            self.make_capturable(getattr(optimizer, "optimizer", optimizer))  # Lightning's wrapper → torch's
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self.eager(*args)
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        if self.graph is None:
+            try:
+                return self.record(*args)
+            except Exception as error:  # noqa: BLE001 -- any capture failure means: run eagerly
+                self.failed, self.graph = True, None
+                first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                log.warning("Recording the optimization step as a CUDA graph failed (%s: %s); running it eagerly. "
+                            "Set performance.cuda_graphs=false to skip it.", type(error).__name__, first_line[:200])
+                return self.eager(*args)
+        self.graph.replay()
+        # The replay bypasses the optimizer wrapper's hooks, which count Lightning's global step.
+        if hasattr(optimizer, "_on_before_step"):
+            optimizer._on_before_step()
+            optimizer._on_after_step()
+        return self.copied(self.static)
+
+    def record(self, *args) -> StepOutput:
+        """Record the step (which runs nothing), then replay it once: this step's update."""
+        graph = torch.cuda.CUDAGraph()
+        args[-2].zero_grad(set_to_none=True)  # gradients are allocated inside the graph's memory pool
+        with torch.cuda.graph(graph):
+            self.static = self.eager(*args)
+        graph.replay()
+        self.graph = graph
+        return self.copied(self.static)
+
+    @staticmethod
+    def copied(out: StepOutput) -> StepOutput:
+        return StepOutput(out.loss.detach().clone(), out.output, {k: v.clone() for k, v in out.logs.items()})
+
+
+def step_graph_wanted(performance: Performance, device: torch.device, network: nn.Module, method, problem) -> bool:
+    """Whether the CUDA graph of the step is on for this method and problem on ``device``."""
+    capturable = method.capturable_step and getattr(problem.operator, "capturable", False)
+    return performance.resolve(device, network, capturable)["cuda_graphs"]
+
+
+class PerformanceCallback(ReportingCallback):
+    """Applies :class:`Performance` when the module is on its device (``on_fit_start``); reports what ran."""
 
     def __init__(self, performance: Performance):
         self.performance = performance
         self.settings: dict[str, bool] = {}
 
     def on_fit_start(self, trainer, module) -> None:
-        self.settings = accelerate(module.network, module.problem, module.device, self.performance)
+        method = module.method
+        capturable = method.capturable_step and getattr(module.problem.operator, "capturable", False)
+        self.settings = accelerate(module.network, module.problem, module.device, self.performance, capturable)
+        if self.settings["cuda_graphs"] and not isinstance(method.optimization_step, StepGraph):
+            method.optimization_step = StepGraph(method.optimization_step)
         if self.performance.sync_debug and module.device.type == "cuda":
             # Host synchronisations are expected only every module.log_every steps (the flush).
             torch.cuda.set_sync_debug_mode(self.performance.sync_debug)
@@ -163,6 +273,17 @@ class PerformanceCallback(L.Callback):
     def on_fit_end(self, trainer, module) -> None:
         if self.performance.sync_debug and module.device.type == "cuda":
             torch.cuda.set_sync_debug_mode(0)
+
+    def report(self, module) -> dict:
+        """The switches as they ran: a CUDA graph whose recording failed, or a compilation that fell back, is off."""
+        ran = dict(self.settings)
+        step = module.method.optimization_step
+        if ran.get("cuda_graphs") and isinstance(step, StepGraph):
+            ran["cuda_graphs"] = step.graph is not None and not step.failed
+        compiled = [getattr(module.network, "compiled_forward", None), module.problem.data_loss]
+        if ran.get("compile"):
+            ran["compile"] = not any(isinstance(c, CompiledWithFallback) and c.failed for c in compiled)
+        return {"performance": ran}
 
 
 def performance_from_config(cfg) -> Performance:

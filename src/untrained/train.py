@@ -67,6 +67,12 @@ def close_experiment(logger) -> None:
         finish()
 
 
+def device_name(trainer: L.Trainer) -> str:
+    """The device the fit ran on (Lightning moves the module back to the CPU when the fit ends)."""
+    device = trainer.strategy.root_device
+    return str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+
+
 def check_wandb_reachable(logger_cfg: DictConfig | None) -> None:
     """W&B online mode with no route to its server would stall a job in ``wandb.init``: fail in seconds instead."""
     offline_modes = ("offline", "disabled", "dryrun")
@@ -134,7 +140,7 @@ def train(cfg: DictConfig) -> dict:
         seed=int(cfg.seed),
         wall_time_s=wall_time,
         seconds_per_step=wall_time / max(metrics["steps"], 1),
-        device=str(module.device) + (f" ({torch.cuda.get_device_name(module.device)})" if module.device.type == "cuda" else ""),
+        device=device_name(trainer),
         task_info=module.problem.info,  # what a re-analysis needs: noise level, mask, data scale, views...
     )
     images = {}

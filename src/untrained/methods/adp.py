@@ -92,6 +92,7 @@ class AnalyticDeepPrior(Method):
     """
 
     name = "adp"
+    capturable_step = False  # lower-level solves of data-dependent length and host-side line searches
 
     def __init__(self, solver: str = "unrolled", lr: float = 1e-3, sobolev_weight: float = 0.0, init: str = "zeros",
                  lower_solver: str = "pg", lower_tol: float = 1e-6, lower_max_iter: int = 500, cg_tol: float = 1e-8,

@@ -74,7 +74,7 @@ class Method(nn.Module):
 
     Args:
         lr: learning rate of the network weights.
-        optimizer: 'adam', 'adamw', 'sgd' or 'rmsprop'.
+        optimizer: 'adam', 'adamw', 'sgd', 'rmsprop' or 'rprop'.
         input: an :class:`InputSpec` as a dict.
         reg_noise_std: std of fresh Gaussian noise added to z at every step (DIP's input perturbation).
         exp_weight: weight of the exponential moving average of outputs reported as the estimate (0 = off).
@@ -83,6 +83,9 @@ class Method(nn.Module):
     """
 
     name = "vanilla"
+    # Whether one optimization step is the same GPU work every step (no host reads, no branching on the
+    # step or on values, fixed learning rates), so the fast path may record it once as a CUDA graph.
+    capturable_step = True
 
     def __init__(
         self,

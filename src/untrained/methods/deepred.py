@@ -113,6 +113,7 @@ class DeepRED(Method):
     """
 
     name = "deepred"
+    capturable_step = False  # ADMM updates with a host-side denoiser
 
     def __init__(self, denoiser: str | Callable = "nlm", denoiser_sigma: float = 3.0, red_weight: float = 0.5,
                  mu: float = 0.5, denoise_every: int = 10, x_range: list[float] | None = (0.0, 1.0),

@@ -37,6 +37,7 @@ class EDIPPretrain(Method):
     """
 
     name = "edip_pretrain"
+    capturable_step = False  # each step draws new synthetic training pairs
 
     def __init__(self, batch_size: int = 4, ellipses: int = 12, photons: float | None = None,
                  gaussian_std: float = 0.0, fbp_filter: str = "Hann", fbp_frequency_scaling: float = 1.0, **kwargs):

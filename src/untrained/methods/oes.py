@@ -72,6 +72,7 @@ class OptimalEyeSurgeon(Method):
     """
 
     name = "oes"
+    capturable_step = False  # two stages with different parameters and losses
 
     def __init__(self, sparsity: float = 0.05, mask_steps: int = 60000, mask_lr: float = 1e-2, kl_weight: float = 1e-9,
                  temperature: float = 0.2, mask: str | None = None, prune: str = "all", **kwargs):

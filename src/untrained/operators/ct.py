@@ -49,6 +49,8 @@ class _NumpyLinearMap(torch.autograd.Function):
 class RayTransform(LinearOperator):
     """(B, 1, n, n) images → (B, 1, views, detectors) sinograms, normalised to unit operator norm."""
 
+    capturable = False  # ODL/ASTRA take host arrays: every application is a device → host → device round trip
+
     def __init__(self, size: int = 256, views: int = 18, view_selection: str = "equispaced", seed: int = 0,
                  impl: str | None = None, extent: float = 1.0):
         super().__init__()
