@@ -5,6 +5,7 @@ path computes the same reconstruction as the plain one.
 """
 
 import json
+import math
 import logging
 
 import lightning as L
@@ -49,6 +50,25 @@ def test_auto_settings_are_off_on_cpu_and_requests_are_explained(caplog):
     assert not settings["cuda_graphs"] and "need a CUDA device" in caplog.text
     with pytest.raises(UserError, match="performance.compile"):
         Performance(compile="yes")
+
+
+def test_auto_pairs_the_fast_path_with_the_cuda_graph_of_capturable_steps():
+    """On a GPU (resolved without one: only the rule is tested), auto turns bf16/channels-last/compile on
+    with the CUDA graph, and all of them off for steps that cannot be recorded (OES, CT's host round trip)."""
+    network, cuda = torch.nn.Conv2d(1, 1, 1), torch.device("cuda")
+    on = Performance().resolve(cuda, network, capturable_step=True)
+    assert on["cuda_graphs"] and on["compile"] and on["channels_last"]
+    assert not any(Performance().resolve(cuda, network, capturable_step=False).values())
+
+
+def test_a_compile_failure_in_the_backward_pass_falls_back_to_eager(make_cfg, caplog):
+    """Super-resolution's data loss trips an inductor stride assertion in its backward pass (torch 2.13,
+    CPU); the probe at setup catches it, where a training step could not."""
+    with caplog.at_level(logging.WARNING, logger="untrained.fast"):
+        metrics = train(make_cfg(["task=super_resolution", "trainer.max_steps=3", "performance.compile=true"]))
+    assert metrics["status"] == "completed" and math.isfinite(metrics["final_psnr"])
+    if "torch.compile of the data loss failed" in caplog.text:
+        assert metrics["performance"]["compile"] is False  # reported as it ran
 
 
 def test_compiled_path_matches_eager_psnr(make_cfg):

@@ -15,6 +15,9 @@ throughout), so outputs are unchanged. Methods that replace ``Method.optimizatio
 update rules) are not supported. With input perturbations (``reg_noise_std``, Self-Guided DIP) each
 member draws its own noise, but not from the stream its separate run would use.
 
+On a GPU the batched step is recorded as one CUDA graph (``fast.StepGraph``) under the same rule as
+single runs (``performance.cuda_graphs``); bf16, channels-last and compilation are not applied.
+
 Each member's outputs go to ``<output_dir>/member_<b>/`` (the files of a single run); the batch
 summary goes to ``<output_dir>/metrics.json``.
 """
