@@ -18,6 +18,9 @@ Three solvers (``solver``), each making exactly one ``optimizer.step()`` (plain 
   optimizer and the paper's Algorithm 2; the reference 1D script also multiplies ε by τ after every step).
   The error bound uses ε directly (strong-convexity constant 1, as the reference) and L_U = ||A||².
   The hypergradient is written into ``.grad`` and SGD's learning rate is set to the accepted step.
+  ||B − A||_{H¹} has a kink at B = A (the start), where the hypergradient takes its subgradient 0: if β is at
+  least the dual H¹ norm of the data term's hypergradient there, B = A is stationary, every step raises U to
+  first order, and MAID only shrinks ε (experiments/adp/salehi_deblurring_2d.py computes that threshold).
 
 The reconstruction after each step is the lower-level iterate x, which is also the next step's
 warm start (``z``).
@@ -170,11 +173,14 @@ class AnalyticDeepPrior(Method):
         if eps < settings["min_eps"]:  # converged to the requested accuracy: keep B, report the last x
             x = network.to_domain(self.z)
             self.apply_gradient(network, optimizer, None, 0.0)
-            return x, upper_objective(network, problem, x, self.sobolev_weight)[0].detach(), {"eps": self.eps.clone()}
+            return x, upper_objective(network, problem, x, self.sobolev_weight)[0].detach(), {
+                "eps": self.eps.clone(), "step_size": torch.tensor(0.0), "line_search_trials": torch.tensor(0)}
         x, iterations = network.solve(network.to_domain(self.z), eps, settings["max_iter"], self.accelerate)
         grads, loss, info = hypergradient(network, problem, x, self.sobolev_weight, eps, self.cg_max_iter)
         old_bound = loss + info["upper_gradient_norm"] * eps
         squared_norm = sum(g.pow(2).sum() for g in grads)
+        if not torch.isfinite(squared_norm):  # every trial would fail and ε would shrink for nothing
+            raise FloatingPointError(f"MAID: the hypergradient is not finite (upper loss {float(loss):.4g}).")
         params = [p for p in network.parameters() if p.requires_grad]
         saved = [p.detach().clone() for p in params]
         accepted, step_size, trials = None, float(self.step_size), 0
@@ -204,7 +210,8 @@ class AnalyticDeepPrior(Method):
             self.eps.mul_(settings["nu"])
             self.step_size.fill_(taken * settings["step_increase"])
         logs = {"lower_iterations": torch.tensor(iterations), "cg_iterations": torch.tensor(info["cg_iterations"]),
-                "eps": torch.tensor(eps), "step_size": torch.tensor(taken), "line_search_trials": torch.tensor(trials)}
+                "eps": torch.tensor(eps), "step_size": torch.tensor(taken), "line_search_trials": torch.tensor(trials),
+                "hypergradient_norm": squared_norm.sqrt().detach()}
         return result, result_loss, logs
 
     def upper_value_and_gradient_norm(self, network, problem, x) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,8 +44,10 @@ def sobolev_norm(difference: torch.Tensor) -> torch.Tensor:
     squared = difference.pow(2).sum()
     for axis in range(max(difference.ndim - 2, 0), difference.ndim):
         squared = squared + torch.diff(difference, dim=axis).pow(2).sum()
-    # The norm is not differentiable at B = A (the start): use the subgradient 0 there.
-    return torch.where(squared > 0, squared.clamp_min(1e-300).sqrt(), squared)
+    # The norm is not differentiable at B = A (the start): use the subgradient 0 there. The sqrt only sees
+    # positive values (a clamp to a tiny constant underflows to 0 in float32, and 0 · ∞ gives NaN gradients).
+    positive = squared > 0
+    return torch.where(positive, torch.where(positive, squared, torch.ones_like(squared)).sqrt(), squared)
 
 
 class LearnedOperator(nn.Module):
