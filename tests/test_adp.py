@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from untrained.data.analytic_1d import (deconvolution_1d, integration_1d, integration_matrix, tikhonov,
-                                        truncated_svd)
+from untrained.data.analytic_1d import deconvolution_1d, integration_1d, integration_matrix, tikhonov, truncated_svd
+from untrained.data.problem import InverseProblem
 from untrained.errors import UserError
 from untrained.methods.adp import AnalyticDeepPrior, hypergradient, upper_objective
 from untrained.networks.unrolled_pg import UnrolledProximalGradient
-from untrained.data.problem import InverseProblem
 from untrained.operators.base import adjointness_error
 from untrained.operators.blur import Blur
 from untrained.train import build_module, train
