@@ -3,7 +3,7 @@
     min_B  U(B) = ½||A x(B) − y||² + β ||B − A||_{H¹}         (upper level, ADP-H¹; β = 0: plain ADP)
     x(B) = argmin_x ½||Bx − y||² + αR(x)                       (lower level, network=unrolled_pg)
 
-Three solvers (``solver``), each making exactly one ``optimizer.step()`` (plain SGD on B) per step:
+Three solvers (``solver``), each making exactly one ``optimizer.step()`` on B per step (the configured optimizer, SGD by default):
 
 * ``unrolled``: backpropagate through the network's L layers, started at the previous step's output
   (Dittmer et al., App. 3: the implicit network grows by L layers per update; Arndt's "LISTA L=∞").
@@ -223,7 +223,8 @@ class AnalyticDeepPrior(Method):
 
     @staticmethod
     def apply_gradient(network, optimizer, grads: list[torch.Tensor] | None, step_size: float) -> None:
-        """The module's one optimizer step: SGD with learning rate ``step_size`` along ``grads`` (None: no move)."""
+        """The module's one optimizer step along ``grads`` (None: no move), with learning rate ``step_size``
+        (SGD, the default; Rprop reads it only as its initial step)."""
         params = [p for p in network.parameters() if p.requires_grad]
         for p, g in zip(params, grads if grads is not None else [torch.zeros_like(p) for p in params]):
             p.grad = g.detach().clone()
