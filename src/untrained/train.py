@@ -48,6 +48,12 @@ def build(config: DictConfig | None, group: str, **kwargs):
 def check_network_fits(network, image_shape: tuple[int, ...]) -> None:
     factor = getattr(network, "downsampling_factor", 1)
     spatial = image_shape[1:]
+    dim = getattr(network, "dim", len(spatial))
+    if dim != len(spatial):
+        raise UserError(
+            f"The network is {dim}D but the task's signals are {len(spatial)}D ({'x'.join(map(str, spatial))}): "
+            f"use a {len(spatial)}D network, e.g. network=skip network.dim={len(spatial)}."
+        )
     if any(n < factor for n in spatial):
         raise UserError(
             f"The image ({'x'.join(map(str, spatial))}) is smaller than the network's downsampling factor {factor}: "
