@@ -107,10 +107,11 @@ class Clock:
 
 
 class StepClock(L.Callback):
-    """Per step: the interval between consecutive step ends, and the time inside ``optimization_step``."""
+    """Per step: the time between batch ends over the steps in between (a Lightning batch may hold several
+    optimization steps, ``module.steps_per_batch``), and the part of it spent outside ``optimization_step``."""
 
     def __init__(self):
-        self.ends, self.compute = [], []
+        self.ends, self.compute = [], []  # (timestamp, global_step); (start, end, batch index)
 
     def on_fit_start(self, trainer, module) -> None:
         self.clock = Clock(module.device)
@@ -122,22 +123,27 @@ class StepClock(L.Callback):
         def timed(*args, **kwargs):
             start = self.clock.now()
             out = inner(*args, **kwargs)
-            self.compute.append((start, self.clock.now()))
+            self.compute.append((start, self.clock.now(), len(self.ends)))
             return out
 
         method.optimization_step = timed
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.ends.append(self.clock.now())
+        self.ends.append((self.clock.now(), trainer.global_step))
+
+    def batches(self) -> list[tuple[float, int, int]]:
+        """(seconds, steps, batch index) between consecutive batch ends."""
+        return [(self.clock.seconds(a, b), n - m, i + 1) for i, ((a, m), (b, n)) in enumerate(zip(self.ends, self.ends[1:]))]
 
     def step_seconds(self) -> list[float]:
-        return [self.clock.seconds(a, b) for a, b in zip(self.ends, self.ends[1:])]
+        return [t / n for t, n, _ in self.batches() for _ in range(n)]
 
     def overhead_seconds(self) -> list[float]:
-        """Step interval minus the optimizer-step time, for the steps with both."""
-        steps = self.step_seconds()
-        compute = [self.clock.seconds(a, b) for a, b in self.compute[1:]]
-        return [s - c for s, c in zip(steps, compute)]
+        """Per step: the batch interval minus the optimizer steps' time, for the batches with both."""
+        inside: dict[int, float] = {}
+        for start, end, batch in self.compute:
+            inside[batch] = inside.get(batch, 0.0) + self.clock.seconds(start, end)
+        return [(t - inside[i]) / n for t, n, i in self.batches() if i in inside for _ in range(n)]
 
 
 class PeakMemory:

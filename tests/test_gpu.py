@@ -46,6 +46,12 @@ def test_cuda_graph_step_matches_eager_fp32(make_cfg):
     assert graphed.history["psnr"] == pytest.approx(eager.history["psnr"], abs=0.1)
 
 
+def test_graph_runs_take_log_every_steps_per_lightning_batch(make_cfg):
+    module, trainer = fit(make_cfg(GPU + ["task.size=64"]))
+    assert module.batch_steps() == 10 and trainer.global_step == 40  # auto: module.log_every = 10
+    assert module.history["step"] == list(range(40)) and len(set(module.history["loss"])) == 40
+
+
 @pytest.mark.parametrize("task", ["denoising", "deblurring", "inpainting", "super_resolution", "mri", "ct",
                                   "semi_blind_deblurring", "nonlinear_deblurring"])
 def test_every_task_runs_on_the_gpu_fast_path(make_cfg, task):

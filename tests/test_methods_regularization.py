@@ -257,3 +257,18 @@ def test_es_wmv_state_survives_a_checkpoint_resume(make_cfg, tmp_path):
     resumed, uninterrupted = run("resumed", True), run("uninterrupted", False)
     keys = ("es_step", "es_variance", "es_psnr", "final_psnr")
     assert {k: resumed[k] for k in keys} == {k: uninterrupted[k] for k in keys}
+
+
+def test_several_steps_per_lightning_batch_change_nothing(make_cfg):
+    """module.steps_per_batch (auto: log_every on a GPU) only amortises Lightning's per-batch work:
+    the same PSNRs, losses and early stop as one step per batch (bit for bit on the CPU)."""
+    runs = {}
+    for per_batch in (1, 7):
+        cfg = make_cfg(["trainer.max_steps=300", "module.log_every=10", f"module.steps_per_batch={per_batch}"],
+                       subdir=f"per_batch_{per_batch}")
+        cfg.callbacks = compose_callbacks("es_wmv", window=10, patience=20, check_every=1)
+        runs[per_batch] = train(cfg)
+    one, seven = runs[1], runs[7]
+    assert seven["es_stopped"] and seven["steps"] == one["steps"] == one["es_stop_step"] + 1 < 300
+    for key in ("es_step", "es_psnr", "best_psnr", "best_step", "final_psnr", "final_loss"):
+        assert seven[key] == one[key], key

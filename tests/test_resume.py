@@ -79,6 +79,19 @@ def test_signal_checkpoints_and_resume_is_bit_for_bit(make_cfg, uninterrupted, t
     assert not (run_dir / "checkpoints" / "last.ckpt").exists()  # removed once the outputs are written
 
 
+def test_resume_with_several_steps_per_batch_is_bit_for_bit(make_cfg, uninterrupted):
+    """Interrupted at a batch of 4 steps, resumed with batches of 3: still the uninterrupted run."""
+    cfg = make_cfg(SETTING + ["module.steps_per_batch=4"])
+    with open_dict(cfg):
+        cfg.callbacks = {"preempt": {"_target_": "tests.test_resume.SignalAtStep", "step": 8, "signum": int(signal.SIGUSR2)}}
+    with pytest.raises(RunInterrupted):
+        train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+    train(make_cfg(SETTING + ["module.steps_per_batch=3"]))
+    assert_same_run(uninterrupted, run_dir)
+
+
 @pytest.mark.parametrize("rule", ["WindowedVarianceStopping", "ExponentialVarianceStopping"])
 def test_resume_keeps_the_early_stopping_state(make_cfg, rule):
     """The ES-WMV window / ES-EMV averages, minimum and patience travel in the checkpoint (callback state_dict)."""

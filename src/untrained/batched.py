@@ -76,8 +76,10 @@ class BatchedModule(L.LightningModule):
     """Fits the given (not yet trained) :class:`UntrainedModule` members together; see the module docstring."""
 
     def __init__(self, members: list[UntrainedModule], eval_every: int = 1, log_every: int = 25,
-                 performance: Performance | None = None):
+                 steps_per_batch: int | str = "auto", performance: Performance | None = None):
         super().__init__()
+        if steps_per_batch not in ("auto", 1):
+            raise UserError("Batched fits take one optimization step per Lightning batch: set module.steps_per_batch=auto.")
         self.performance = performance or Performance(cuda_graphs=False)
         if eval_every < 1 or log_every < 1:
             raise ValueError("eval_every and log_every must be >= 1.")
@@ -249,7 +251,7 @@ class MemberCallbacks(L.Callback):
         for b, callbacks in enumerate(self.per_member):
             member, stand_in = module.members[b], self.trainers[b]
             stand_in.global_step = trainer.global_step
-            if hook == "on_train_batch_end":
+            if hook == "on_step_end":
                 member.estimate.copy_(module.estimate[b])
             for callback in callbacks:
                 getattr(callback, hook)(stand_in, member, *args)
@@ -260,7 +262,7 @@ class MemberCallbacks(L.Callback):
         self._each("on_train_start", trainer, module)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self._each("on_train_batch_end", trainer, module, outputs, batch, batch_idx)
+        self._each("on_step_end", trainer, module, trainer.global_step - 1)  # one step per batch here
         if self.per_member[0] and all(t.should_stop for t in self.trainers):
             trainer.should_stop = True
 

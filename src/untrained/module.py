@@ -14,8 +14,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from untrained.callbacks.base import StepCallback
 from untrained.callbacks.checkpoint import rng_states, set_rng_states
 from untrained.data.problem import InverseProblem
+from untrained.errors import UserError
 from untrained.methods.base import Method, StepOutput
 
 
@@ -40,13 +42,17 @@ class UntrainedModule(L.LightningModule):
         method: Method,
         eval_every: int = 1,
         log_every: int = 25,
+        steps_per_batch: int | str = "auto",
     ):
         super().__init__()
         if eval_every < 1 or log_every < 1:
             raise ValueError("eval_every and log_every must be >= 1.")
+        if steps_per_batch != "auto" and not (isinstance(steps_per_batch, int) and steps_per_batch >= 1):
+            raise UserError(f"module.steps_per_batch must be auto or a positive integer, got {steps_per_batch!r}.")
         self.automatic_optimization = False
         self.problem, self.network, self.method = problem, network, method
         self.eval_every, self.log_every = eval_every, log_every
+        self.steps_per_batch = steps_per_batch
         method.setup(problem, network)
         image = torch.zeros(1, *problem.image_shape)
         self.register_buffer("best_psnr", torch.tensor(-math.inf))
@@ -63,17 +69,33 @@ class UntrainedModule(L.LightningModule):
         steps = self.trainer.max_steps
         if steps is None or steps < 1:
             raise ValueError("trainer.max_steps must be a positive number of optimization steps.")
-        return DataLoader(StepIndices(steps), batch_size=None, shuffle=False, num_workers=0)
+        return DataLoader(StepIndices(math.ceil(steps / self.batch_steps())), batch_size=None, shuffle=False, num_workers=0)
+
+    def batch_steps(self) -> int:
+        """Optimization steps per Lightning batch. ``auto``: ``log_every`` on a GPU, where a step takes a few
+        milliseconds and Lightning's per-batch host work (~0.5 ms) would leave the GPU waiting; 1 on the
+        CPU, where steps are long and a preemption signal is then answered after the current step."""
+        if self.steps_per_batch != "auto":
+            return self.steps_per_batch
+        return self.log_every if self.device.type == "cuda" else 1
 
     def configure_optimizers(self):
         return self.method.configure_optimizer(self.network)
 
     # Training -----------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        step = self.global_step
-        out: StepOutput = self.method.optimization_step(
-            self.network, self.problem, step, self.optimizers(), self.manual_backward
-        )
+        step_callbacks = [c for c in self.trainer.callbacks if isinstance(c, StepCallback)]
+        optimizer = self.optimizers()
+        for _ in range(min(self.batch_steps(), self.trainer.max_steps - self.global_step)):
+            step = self.global_step
+            self.optimization_step(step, optimizer)
+            for callback in step_callbacks:
+                callback.on_step_end(self.trainer, self, step)
+            if self.trainer.should_stop:
+                break
+
+    def optimization_step(self, step: int, optimizer) -> None:
+        out: StepOutput = self.method.optimization_step(self.network, self.problem, step, optimizer, self.manual_backward)
         estimate = self.method.after_step(self.network, self.problem, step, out)
         self.estimate.copy_(estimate)
         record = {"loss": out.loss.detach(), **out.logs}

@@ -119,6 +119,7 @@ class PreemptionCheckpoint(L.Callback):
 
     def on_train_start(self, trainer, module) -> None:
         self.segment_start = time.perf_counter()
+        self.saved_at = trainer.global_step
         if self.on_signal and threading.current_thread() is threading.main_thread():
             for signum in SIGNALS:  # after Lightning's registration, so these win while training
                 signal.signal(signum, self.note_signal)
@@ -141,10 +142,11 @@ class PreemptionCheckpoint(L.Callback):
             module.flush()  # the pending records, while logging is still allowed (not in on_train_end)
             self.save(trainer)
             trainer.should_stop = True
-        elif self.every_n_steps and step % self.every_n_steps == 0 and step < trainer.max_steps:
-            self.save(trainer)
+        elif self.every_n_steps and step - self.saved_at >= self.every_n_steps and step < trainer.max_steps:
+            self.save(trainer)  # at the first batch end past the interval: a batch may hold several steps
 
     def save(self, trainer) -> None:
+        self.saved_at = trainer.global_step
         self.dirpath.mkdir(parents=True, exist_ok=True)
         partial = self.dirpath / f".{CHECKPOINT_NAME}.partial"
         trainer.save_checkpoint(partial)

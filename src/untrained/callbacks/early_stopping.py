@@ -109,8 +109,7 @@ class VarianceEarlyStopping(ReportingCallback):
             for name, value in restored["statistic"].items():
                 setattr(self, name, value.to(module.device))
 
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step - 1  # the optimizer step of this batch has already been counted
+    def on_step_end(self, trainer, module, step: int) -> None:
         self.observe(module.estimate, step)
         if (step + 1) % self.check_every == 0 and self.check(trainer) and self.stop_training:
             module.flush()  # hand the module's pending records over while logging is still allowed
