@@ -36,7 +36,7 @@ for stage in "${stages[@]}"; do
             --steps 50 --warmup 10 --rounds 2 --batch-sizes 1,4,16 --batch-image-size 128 --name gpu-denoising-skip --out "$RESULTS" ;;
         mri) run 150 gpu-mri python -m benchmarks --tasks mri --networks skip --method aseqdip --devices gpu --fast \
             --steps 50 --warmup 10 --rounds 2 --name gpu-mri-aseqdip-skip --out "$RESULTS" ;;
-        quality) run 330 gpu-quality python -m benchmarks.fast_path_quality --size 256 --steps 1500 --out "$RESULTS" ;;
+        quality) run 450 gpu-quality python -m benchmarks.fast_path_quality --size 256 --steps 1500 --out "$RESULTS" ;;
         *) echo "unknown stage $stage (tests, denoising, mri, quality)"; exit 2 ;;
     esac
 done
