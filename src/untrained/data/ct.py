@@ -17,7 +17,7 @@ from skimage.transform import resize
 from untrained.data.baselines import tv_reconstruction
 from untrained.data.images import fit_size, load_image, resolve_path
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError
+from untrained.errors import UserError, check_at_least
 from untrained.operators.ct import RayTransform
 
 MU_WATER, MU_AIR, MU_MAX = 20.0, 0.02, 81.35858  # m⁻¹
@@ -123,8 +123,7 @@ def simulate_sinogram(operator: RayTransform, x: torch.Tensor, photons: float | 
         to_physical = operator.norm * MU_MAX * FIELD_OF_VIEW / 2
         counts = torch.poisson(photons * torch.exp(-clean * to_physical), generator=generator)
         noisy = -torch.log(counts.clamp(min=0.1) / photons) / to_physical
-    if gaussian_std < 0:
-        raise UserError(f"task.gaussian_std must be >= 0, got {gaussian_std}.")
+    check_at_least("task.gaussian_std", gaussian_std, 0)
     if gaussian_std > 0:
         noisy = noisy + gaussian_std * clean.abs().max() * torch.randn(clean.shape, generator=generator)
     return noisy

@@ -31,7 +31,7 @@ from untrained.data.espirit import acs_columns, calibration_region, espirit_maps
 from untrained.data.images import load_image
 from untrained.data.noise import add_gaussian
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError
+from untrained.errors import UserError, check_at_least
 from untrained.operators.base import conjugate_gradient
 from untrained.operators.mri import MultiCoilMRI, fft2c, ifft2c, rss
 
@@ -129,8 +129,7 @@ def smooth_phase(shape: tuple[int, int], amplitude: float) -> torch.Tensor:
 
 def simulate_coil_images(image: str, size, coils: int, phase: float, index: int = 0):
     """The complex image (H, W) x = m·e^{iφ} of a built-in or file image m, and its true coil maps."""
-    if coils < 1:
-        raise UserError(f"task.coils must be >= 1, got {coils}.")
+    check_at_least("task.coils", coils, 1)
     magnitude = load_image(image, size, grayscale=True, index=index)[0, 0]
     shape = tuple(magnitude.shape)
     x = torch.polar(magnitude, smooth_phase(shape, phase))
@@ -237,8 +236,7 @@ def mri(
     """
     if maps not in ("espirit", "given"):
         raise UserError(f"task.maps must be 'espirit' or 'given', got '{maps}'.")
-    if noise < 0:
-        raise UserError(f"task.noise must be >= 0, got {noise}.")
+    check_at_least("task.noise", noise, 0)
     if file is None:
         x, true_maps = simulate_coil_images(image, size, coils, phase, index)
         coil_images = true_maps * x

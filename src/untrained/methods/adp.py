@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError, check_choice
+from untrained.errors import UserError, check_at_least, check_choice
 from untrained.methods.base import Method, StepOutput
 from untrained.networks.unrolled_pg import UnrolledProximalGradient
 from untrained.operators.base import conjugate_gradient, operator_norm
@@ -108,8 +108,7 @@ class AnalyticDeepPrior(Method):
         check_choice("method.init", init, INITS)
         if lower_solver not in ("pg", "fista"):
             raise UserError(f"method.lower_solver must be 'pg' or 'fista', got '{lower_solver}'.")
-        if sobolev_weight < 0:
-            raise UserError(f"method.sobolev_weight must be >= 0, got {sobolev_weight}.")
+        check_at_least("method.sobolev_weight", sobolev_weight, 0)
         if self.optimizer_name != "sgd" and solver == "maid":
             raise UserError("method.solver=maid takes plain gradient steps of its own size: set method.optimizer=sgd.")
         self.solver, self.sobolev_weight, self.init = solver, sobolev_weight, init

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError, check_choice
+from untrained.errors import UserError, check_at_least, check_choice
 from untrained.methods.base import Method, StepOutput
 
 LOSS_FORMS = ("mse", "norm")
@@ -65,10 +65,8 @@ class ASeqDIP(Method):
     def __init__(self, inner_steps: int = 2, ae_weight: float = 1.0, loss: str = "mse",
                  data_consistency: str = "auto", **kwargs):
         super().__init__(**kwargs)
-        if inner_steps < 1:
-            raise UserError(f"method.inner_steps must be >= 1, got {inner_steps}.")
-        if ae_weight < 0:
-            raise UserError(f"method.ae_weight must be >= 0, got {ae_weight}.")
+        check_at_least("method.inner_steps", inner_steps, 1)
+        check_at_least("method.ae_weight", ae_weight, 0)
         check_choice("method.loss", loss, LOSS_FORMS)
         check_choice("method.data_consistency", data_consistency, DATA_CONSISTENCY)
         if self.optimize_input:

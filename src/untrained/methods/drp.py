@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError, check_choice
+from untrained.errors import UserError, check_at_least, check_choice
 from untrained.methods.base import Method, StepOutput
 from untrained.methods.tv import TV_KINDS, total_variation
 
@@ -47,8 +47,7 @@ class DeepRandomProjector(Method):
 
     def __init__(self, tv_weight: float = 0.45, tv_kind: str = "anisotropic", data_loss: str = "rmse", **kwargs):
         super().__init__(**kwargs)
-        if tv_weight < 0:
-            raise UserError(f"method.tv_weight must be >= 0, got {tv_weight}.")
+        check_at_least("method.tv_weight", tv_weight, 0)
         check_choice("method.tv_kind", tv_kind, TV_KINDS)
         if data_loss not in ("rmse", "mse"):
             raise UserError(f"method.data_loss must be 'rmse' or 'mse', got '{data_loss}'.")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError, check_choice
+from untrained.errors import UserError, check_at_least, check_choice
 from untrained.methods.base import Method, StepOutput
 
 NORMS = ("l1", "l2")
@@ -48,10 +48,8 @@ class SelfGuidedDIP(Method):
         if kwargs.get("optimize_input") is False:
             raise UserError("Self-Guided DIP always optimises its input: remove method.optimize_input=false.")
         super().__init__(**{**kwargs, "optimize_input": True})
-        if num_perturbations < 1:
-            raise UserError(f"method.num_perturbations must be >= 1, got {num_perturbations}.")
-        if perturbation_std < 0:
-            raise UserError(f"method.perturbation_std must be >= 0, got {perturbation_std}.")
+        check_at_least("method.num_perturbations", num_perturbations, 1)
+        check_at_least("method.perturbation_std", perturbation_std, 0)
         check_choice("method.perturbation", perturbation, PERTURBATIONS)
         check_choice("method.norm", norm, NORMS)
         self.num_perturbations, self.perturbation_std = num_perturbations, perturbation_std

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError, check_choice
+from untrained.errors import check_at_least, check_choice
 from untrained.methods.base import Method
 
 TV_KINDS = ("anisotropic", "isotropic")
@@ -70,8 +70,7 @@ class TVDIP(Method):
     def __init__(self, tv_weight: float = 1e-2, tv_kind: str = "anisotropic", tv_eps: float = 1e-8,
                  tv_reduction: str = "mean", **kwargs):
         super().__init__(**kwargs)
-        if tv_weight < 0:
-            raise UserError(f"method.tv_weight must be >= 0, got {tv_weight}.")
+        check_at_least("method.tv_weight", tv_weight, 0)
         check_choice("method.tv_kind", tv_kind, TV_KINDS)
         check_choice("method.tv_reduction", tv_reduction, TV_REDUCTIONS)
         self.tv_weight, self.tv_kind, self.tv_eps, self.tv_reduction = tv_weight, tv_kind, tv_eps, tv_reduction

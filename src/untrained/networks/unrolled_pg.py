@@ -27,7 +27,7 @@ import math
 import torch
 from torch import nn
 
-from untrained.errors import UserError, check_choice
+from untrained.errors import UserError, check_at_least, check_choice
 from untrained.methods.tv import total_variation
 from untrained.operators.base import LinearOperator, operator_norm
 
@@ -191,8 +191,7 @@ class UnrolledProximalGradient(nn.Module):
                  operator: str = "full"):
         super().__init__()
         check_choice("network.operator", operator, OPERATORS)
-        if layers < 1:
-            raise UserError(f"network.layers must be >= 1, got {layers}.")
+        check_at_least("network.layers", layers, 1)
         if step_size is not None and step_size <= 0:
             raise UserError(f"network.step_size must be positive or null, got {step_size}.")
         self.layers, self.requested_step, self.parameterization = layers, step_size, operator
