@@ -41,7 +41,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from untrained.batched import build_batched
-from untrained.fast import HostSyncCounter, StepGraph, accelerate, performance_callbacks, performance_from_config
+from untrained.fast import (HostSyncCounter, StepGraph, accelerate, first_line, performance_callbacks,
+                            performance_from_config, step_capturable)
 from untrained.train import build, build_module, close_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,8 +231,8 @@ def fit_bare(cfg, device: torch.device, memory: PeakMemory) -> list[float]:
     loss every ``module.log_every`` steps. The framework's step time over this one is its overhead."""
     module = build_module(cfg).to(device)
     performance = performance_from_config(cfg)
-    capturable = module.method.capturable_step and getattr(module.problem.operator, "capturable", False)
-    settings = accelerate(module.network, module.problem, device, performance, capturable)
+    settings = accelerate(module.network, module.problem, device, performance,
+                          step_capturable(module.method, module.problem))
     step_fn = StepGraph(module.method.optimization_step) if settings["cuda_graphs"] else module.method.optimization_step
     module.network.train()
     optimizer = module.method.configure_optimizer(module.network)
@@ -454,7 +455,7 @@ def main(argv=None) -> dict:
                 try:
                     results.append(benchmark_combo(task, network, device, args))
                 except Exception as error:  # noqa: BLE001 -- an unsupported combination is reported, not fatal
-                    reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+                    reason = first_line(error, 160) or type(error).__name__
                     results.append({"task": task, "network": network, "device": device, "skipped": reason})
     if args.host_reads and "denoising" in tasks and "skip" in networks:
         with tempfile.TemporaryDirectory() as tmp:

@@ -38,6 +38,12 @@ from untrained.methods.base import StepOutput
 log = logging.getLogger(__name__)
 
 
+def first_line(error: Exception, limit: int = 200) -> str:
+    """The first line of an error's message (compiler errors run to pages)."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else ""
+
+
 def _switch(name: str, value) -> str | bool:
     if value != "auto" and not isinstance(value, bool):
         raise UserError(f"performance.{name} must be auto, true or false, got {value!r}.")
@@ -116,10 +122,9 @@ class CompiledWithFallback:
 
     def fall_back(self, error: Exception) -> None:
         self.failed = True
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         log.warning(
             "torch.compile of the %s failed (%s: %s); running it eagerly instead. "
-            "Set performance.compile=false to skip compilation.", self.name, type(error).__name__, first_line[:200])
+            "Set performance.compile=false to skip compilation.", self.name, type(error).__name__, first_line(error))
 
     def probe(self, example: torch.Tensor) -> None:
         """Compile now and run one backward pass on ``example`` (a stateless function only): errors that
@@ -222,10 +227,9 @@ class StepGraph:
             try:
                 return self.record(*args)
             except Exception as error:  # noqa: BLE001 -- any capture failure means: run eagerly
-                self.failed, self.graph = True, None
-                first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                self.failed = True
                 log.warning("Recording the optimization step as a CUDA graph failed (%s: %s); running it eagerly. "
-                            "Set performance.cuda_graphs=false to skip it.", type(error).__name__, first_line[:200])
+                            "Set performance.cuda_graphs=false to skip it.", type(error).__name__, first_line(error))
                 return self.eager(*args)
         self.graph.replay()
         # The replay bypasses the optimizer wrapper's hooks, which count Lightning's global step.
@@ -249,10 +253,15 @@ class StepGraph:
         return StepOutput(out.loss.detach().clone(), out.output, {k: v.clone() for k, v in out.logs.items()})
 
 
+def step_capturable(method, problem) -> bool:
+    """Whether ``method``'s step on ``problem`` is the same GPU work every step (see ``Method.capturable_step``
+    and ``Operator.capturable``), so that it may be recorded as a CUDA graph."""
+    return method.capturable_step and getattr(problem.operator, "capturable", False)
+
+
 def step_graph_wanted(performance: Performance, device: torch.device, network: nn.Module, method, problem) -> bool:
     """Whether the CUDA graph of the step is on for this method and problem on ``device``."""
-    capturable = method.capturable_step and getattr(problem.operator, "capturable", False)
-    return performance.resolve(device, network, capturable)["cuda_graphs"]
+    return performance.resolve(device, network, step_capturable(method, problem))["cuda_graphs"]
 
 
 class PerformanceCallback(ReportingCallback):
@@ -264,8 +273,8 @@ class PerformanceCallback(ReportingCallback):
 
     def on_fit_start(self, trainer, module) -> None:
         method = module.method
-        capturable = method.capturable_step and getattr(module.problem.operator, "capturable", False)
-        self.settings = accelerate(module.network, module.problem, module.device, self.performance, capturable)
+        self.settings = accelerate(module.network, module.problem, module.device, self.performance,
+                                   step_capturable(method, module.problem))
         if self.settings["cuda_graphs"] and not isinstance(method.optimization_step, StepGraph):
             method.optimization_step = StepGraph(method.optimization_step)
         if self.performance.sync_debug and module.device.type == "cuda":
@@ -281,7 +290,7 @@ class PerformanceCallback(ReportingCallback):
         ran = dict(self.settings)
         step = module.method.optimization_step
         if ran.get("cuda_graphs") and isinstance(step, StepGraph):
-            ran["cuda_graphs"] = step.graph is not None and not step.failed
+            ran["cuda_graphs"] = step.graph is not None  # a failed recording leaves no graph
         compiled = [getattr(module.network, "compiled_forward", None), module.problem.data_loss]
         if ran.get("compile"):
             ran["compile"] = not any(isinstance(c, CompiledWithFallback) and c.failed for c in compiled)
