@@ -65,6 +65,23 @@ def test_every_task_runs_on_the_gpu_fast_path(make_cfg, task):
     assert metrics["performance"]["cuda_graphs"] == (task != "ct"), metrics["performance"]
 
 
+def test_gpu_ray_transform_projects_cuda_tensors_in_place():
+    """astra_cuda on torch-backed ODL spaces: CUDA tensors in and out, the astra_cpu figures, adjoint.
+    (Not yet run: the GPU nodes used so far had no astra-toolbox; the tolerances are ASTRA's, not measured.)"""
+    pytest.importorskip("astra", reason="CT needs astra-toolbox (with its CUDA 12 runtime and cuFFT)")
+    from untrained.operators.base import adjointness_error
+    from untrained.operators.ct import RayTransform
+
+    gpu, cpu = RayTransform(64, 12, impl="astra_cuda").cuda(), RayTransform(64, 12, impl="astra_cpu")
+    assert gpu.space.impl == "pytorch" and str(gpu.odl_device).startswith("cuda")
+    x = torch.rand(2, 1, 64, 64)
+    projected = gpu(x.cuda())
+    assert projected.is_cuda
+    # ASTRA's GPU and CPU projectors discretise the line integrals differently (a few per cent).
+    assert torch.allclose(projected.cpu(), cpu(x), rtol=0.05, atol=0.05 * cpu(x).abs().max().item())
+    assert adjointness_error(gpu) < 1e-2  # ASTRA's CUDA back-projector is close to, not exactly, the transpose
+
+
 @pytest.mark.parametrize("method", ["tv", "self_guided", "aseqdip", "dop", "drp", "deep_decoder", "oes", "deepred"])
 def test_methods_run_on_the_gpu_fast_path(make_cfg, method):
     overrides = GPU + [f"method={method}", "task.size=64"]

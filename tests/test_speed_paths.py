@@ -54,7 +54,7 @@ def test_auto_settings_are_off_on_cpu_and_requests_are_explained(caplog):
 
 def test_auto_pairs_the_fast_path_with_the_cuda_graph_of_capturable_steps():
     """On a GPU (resolved without one: only the rule is tested), auto turns bf16/channels-last/compile on
-    with the CUDA graph, and all of them off for steps that cannot be recorded (OES, CT's host round trip)."""
+    with the CUDA graph, and all of them off for steps that cannot be recorded (OES, CT's external ASTRA kernels)."""
     network, cuda = torch.nn.Conv2d(1, 1, 1), torch.device("cuda")
     on = Performance().resolve(cuda, network, capturable_step=True)
     assert on["cuda_graphs"] and on["compile"] and on["channels_last"]

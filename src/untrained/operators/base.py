@@ -21,7 +21,8 @@ class Operator(nn.Module):
     domain_dtype: torch.dtype = torch.float32
     range_dtype: torch.dtype = torch.float32
     linear: bool = False
-    # Whether applying it is pure GPU work (no host round trip), so a CUDA graph can record it.
+    # Whether applying it is torch's own GPU work (no host round trip, no external kernels): a CUDA
+    # graph can record it.
     capturable: bool = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface

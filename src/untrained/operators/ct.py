@@ -4,6 +4,10 @@ ODL's adjoint is taken with respect to the weighted inner products of its spaces
 torch's autograd and our dot-product test use the plain Euclidean one, so the backprojection is
 rescaled by w_image / w_sinogram. The operator is normalised to ||A||₂ = 1 (``norm`` keeps the
 original), so learning rates and regularisation weights transfer between image sizes and view counts.
+
+ODL's spaces are backed by torch tensors (ODL ≥ 1.0): with ``astra_cuda`` they live on the GPU and
+ASTRA projects CUDA tensors in place, so a projection makes no host round trip; with ``astra_cpu``
+they live on the CPU and GPU inputs are copied there and back.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ def view_angles(views: int, selection: str = "equispaced", seed: int = 0, full: 
     raise UserError(f"task.view_selection must be 'equispaced' or 'random', got '{selection}'.")
 
 
-class _NumpyLinearMap(torch.autograd.Function):
-    """y = apply(x) computed in NumPy, with gradient transpose(grad_y): autograd through a linear map."""
+class _ExternalLinearMap(torch.autograd.Function):
+    """y = apply(x) computed outside autograd (ODL/ASTRA), with gradient transpose(grad_y)."""
 
     @staticmethod
     def forward(ctx, x, linear_map, transpose):
@@ -43,13 +47,13 @@ class _NumpyLinearMap(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         linear_map, transpose = ctx.maps
-        return _NumpyLinearMap.apply(grad, transpose, linear_map), None, None
+        return _ExternalLinearMap.apply(grad, transpose, linear_map), None, None
 
 
 class RayTransform(LinearOperator):
     """(B, 1, n, n) images → (B, 1, views, detectors) sinograms, normalised to unit operator norm."""
 
-    capturable = False  # ODL/ASTRA take host arrays: every application is a device → host → device round trip
+    capturable = False  # ASTRA launches its own kernels, outside torch's streams: a CUDA graph cannot record them
 
     def __init__(self, size: int = 256, views: int = 18, view_selection: str = "equispaced", seed: int = 0,
                  impl: str | None = None, extent: float = 1.0):
@@ -60,7 +64,9 @@ class RayTransform(LinearOperator):
         impl = impl or default_impl()
         if impl == "astra_cuda" and not torch.cuda.is_available():
             raise UserError("task.impl=astra_cuda needs a CUDA GPU: use task.impl=astra_cpu (or null for automatic).")
-        self.space = odl.uniform_discr([-extent, -extent], [extent, extent], (size, size), dtype="float32")
+        self.odl_device = f"cuda:{torch.cuda.current_device()}" if impl == "astra_cuda" else "cpu"
+        self.space = odl.uniform_discr([-extent, -extent], [extent, extent], (size, size), dtype="float32",
+                                       impl="pytorch", device=self.odl_device)
         full = tomo.parallel_beam_geometry(self.space, num_angles=FULL_ANGLES)
         self.angle_indices = view_angles(views, view_selection, seed)
         geometry = tomo.Parallel2dGeometry(odl.nonuniform_partition(full.angles[self.angle_indices]), full.det_partition)
@@ -73,31 +79,31 @@ class RayTransform(LinearOperator):
         self.norm = operator_norm(self, iterations=30)
         self.scale = 1.0 / self.norm
 
+    def _on_odl_device(self, odl_map, batch: torch.Tensor, scale: float) -> torch.Tensor:
+        """``odl_map`` on each item of a (B, 1, ...) batch, on ODL's device, times ``scale``."""
+        items = batch.detach().to(self.odl_device, torch.float32)
+        out = torch.stack([odl_map(item[0]).data for item in items]).unsqueeze(1) * scale
+        return out.to(batch.device, batch.dtype)
+
     def _project(self, x: torch.Tensor) -> torch.Tensor:
-        images = x.detach().cpu().numpy()
-        out = np.stack([self.odl_op(image[0]).asarray()[None] for image in images])
-        return torch.from_numpy(out * self.scale).to(x.device, x.dtype)
+        return self._on_odl_device(self.odl_op, x, self.scale)
 
     def _backproject(self, y: torch.Tensor) -> torch.Tensor:
-        sinograms = y.detach().cpu().numpy()
-        out = np.stack([self.odl_op.adjoint(s[0]).asarray()[None] for s in sinograms])
-        return torch.from_numpy(out * (self.scale * self.adjoint_scale)).to(y.device, y.dtype)
+        return self._on_odl_device(self.odl_op.adjoint, y, self.scale * self.adjoint_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_domain(x)
-        return _NumpyLinearMap.apply(x.float(), self._project, self._backproject)
+        return _ExternalLinearMap.apply(x.float(), self._project, self._backproject)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         if tuple(y.shape[1:]) != self.range_shape:
             raise ValueError(f"RayTransform.adjoint expects sinograms of shape (B, {', '.join(map(str, self.range_shape))}), "
                              f"got {tuple(y.shape)}.")
-        return _NumpyLinearMap.apply(y.float(), self._backproject, self._project)
+        return _ExternalLinearMap.apply(y.float(), self._backproject, self._project)
 
     def fbp(self, y: torch.Tensor, filter_type: str = "Hann", frequency_scaling: float = 1.0) -> torch.Tensor:
         """Filtered back-projection of a (normalised) sinogram batch."""
         from odl.applications import tomo
 
         fbp_op = tomo.fbp_op(self.odl_op, filter_type=filter_type, frequency_scaling=frequency_scaling)
-        sinograms = y.detach().cpu().numpy() / self.scale
-        out = np.stack([fbp_op(s[0]).asarray()[None] for s in sinograms])
-        return torch.from_numpy(out.astype(np.float32)).to(y.device)
+        return self._on_odl_device(fbp_op, y.float(), 1.0 / self.scale)
