@@ -43,6 +43,7 @@ from hydra.core.global_hydra import GlobalHydra
 from untrained.batched import build_batched
 from untrained.fast import (HostSyncCounter, StepGraph, accelerate, first_line, performance_callbacks,
                             performance_from_config, step_capturable)
+from untrained.methods.base import Method
 from untrained.train import build, build_module, close_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,9 +77,19 @@ def config_names(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+# The method a network exists for, used unless --method names one (the unrolled network is ADP's lower level).
+NETWORK_METHOD = {"unrolled_pg": "adp"}
+# The analytic 1D problems run the convolutional networks in 1D: the skip net as experiments/configs/dip_1d.yaml.
+SIGNAL_TASKS = {"integration_1d", "deconvolution_1d"}
+SIGNAL_NETWORK = {"skip": ["experiment=dip_1d"], "drp": ["network.dim=1"]}
+
+
 def base_overrides(task: str, network: str, device: str, args, output_dir: str) -> list[str]:
-    overrides = [f"task={task}", f"network={network}", f"method={args.method}", f"trainer.accelerator={device}",
+    method = args.method or NETWORK_METHOD.get(network, "vanilla")
+    overrides = [f"task={task}", f"network={network}", f"method={method}", f"trainer.accelerator={device}",
                  f"logger={args.logger}", f"paths.output_dir={output_dir}", "hydra.run.dir=."]
+    if task in SIGNAL_TASKS:
+        overrides = SIGNAL_NETWORK.get(network, []) + overrides
     if args.quick:
         task_cfg = compose_config([f"task={task}"]).task
         overrides += [f"task.{k}={v}" for k, v in QUICK_TASK.items() if k in task_cfg]
@@ -129,11 +140,14 @@ class StepClock(L.Callback):
 
         method.optimization_step = timed
 
+    def on_train_start(self, trainer, module) -> None:
+        self.ends.append((self.clock.now(), trainer.global_step))  # the first batch's start
+
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.ends.append((self.clock.now(), trainer.global_step))
 
     def batches(self) -> list[tuple[float, int, int]]:
-        """(seconds, steps, batch index) between consecutive batch ends."""
+        """(seconds, steps, batch index) of each batch, from the end of the one before (or the fit's start)."""
         return [(self.clock.seconds(a, b), n - m, i + 1) for i, ((a, m), (b, n)) in enumerate(zip(self.ends, self.ends[1:]))]
 
     def step_seconds(self) -> list[float]:
@@ -201,19 +215,25 @@ def fit_framework(cfg, device: torch.device, memory: PeakMemory) -> StepClock:
 
 
 def fit_plain(cfg, device: torch.device, memory: PeakMemory) -> dict[str, list[float]]:
-    """The reference repositories' loop on the same network, z, loss and data: fp32, eager, reads every step."""
+    """The reference repositories' loop on the same network, z, loss and data: fp32, eager, reads every step.
+
+    A method with an update rule of its own (ADP's bilevel step, OES, DeepRED) runs that rule here too."""
     module = build_module(cfg)  # the same seeded network, z and problem as the framework's run
     network, method, problem = module.network.to(device), module.method.to(device), module.problem.to(device)
     network.train()
-    optimizer = torch.optim.Adam(network.parameters(), lr=method.lr)
+    own_rule = type(method).optimization_step is not Method.optimization_step
+    optimizer = method.configure_optimizer(network) if own_rule else torch.optim.Adam(network.parameters(), lr=method.lr)
     steps, reads = [], []
     with memory.measure():
         for step in range(cfg.trainer.max_steps):
             start = time.perf_counter()
-            optimizer.zero_grad()
-            out = method.training_loss(network, problem, step)
-            out.loss.backward()
-            optimizer.step()
+            if own_rule:
+                out = method.optimization_step(network, problem, step, optimizer, lambda loss: loss.backward())
+            else:
+                optimizer.zero_grad()
+                out = method.training_loss(network, problem, step)
+                out.loss.backward()
+                optimizer.step()
             method.after_step(network, problem, step, out)  # e.g. aSeqDIP's input update
             stepped = time.perf_counter()
             loss = out.loss.item()  # noqa: F841 -- the reference scripts print/track it every step
@@ -374,7 +394,7 @@ def markdown(report: dict) -> str:
              + (f", GPU {m['gpu']} (CUDA {m['cuda']})" if "gpu" in m else ", no GPU")
              + f"; load average at start {', '.join(f'{x:.1f}' for x in m['load_average_at_start'])}",
              f"- torch {m['torch']}, lightning {m['lightning']}, python {m['python']}",
-             f"- settings: method {s['method']}, logger {s['logger']}, {s['warmup']} warm-up + {s['steps']} timed steps "
+             f"- settings: method {s['method'] or 'vanilla (adp for unrolled_pg)'}, logger {s['logger']}, {s['warmup']} warm-up + {s['steps']} timed steps "
              f"× {s['rounds']} rounds (alternating), medians over timed steps",
              f"- command: `{s['command']}`", "",
              "| task | network | device | variant | s/step | steps/s | ratio to plain | overhead | peak MB | full run (steps) |",
@@ -409,7 +429,7 @@ def parse_args(argv=None):
     parser.add_argument("--tasks", nargs="*", help="task configs (default: all in conf/task)")
     parser.add_argument("--networks", nargs="*", help="network configs (default: all in conf/network)")
     parser.add_argument("--devices", nargs="*", choices=["cpu", "gpu"], help="default: cpu, and gpu when available")
-    parser.add_argument("--method", default="vanilla")
+    parser.add_argument("--method", help="method config (default: vanilla; adp for network=unrolled_pg)")
     parser.add_argument("--logger", default="csv", help="logger config: csv (default), wandb or none")
     parser.add_argument("--steps", type=int, help="timed steps per round (default 5; quick 3)")
     parser.add_argument("--warmup", type=int, help="untimed steps per round (default 2; quick 1)")

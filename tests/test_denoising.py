@@ -2,10 +2,10 @@
 
 import json
 
-import lightning as L
 import numpy as np
 import pytest
 
+from untrained.callbacks.base import StepCallback
 from untrained.train import train
 
 
@@ -56,9 +56,9 @@ def test_stop_between_log_flushes_keeps_every_step(make_cfg):
     from untrained.module import UntrainedModule
     from untrained.train import build, build_module
 
-    class StopAtFive(L.Callback):
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            trainer.should_stop = trainer.global_step >= 5
+    class StopAtFive(StepCallback):
+        def on_step_end(self, trainer, module, step):
+            trainer.should_stop = step + 1 >= 5
 
     cfg = make_cfg(["trainer.max_steps=40", "module.log_every=25"])
     module: UntrainedModule = build_module(cfg)
@@ -78,12 +78,12 @@ def test_a_crash_mid_run_still_writes_the_results_so_far(make_cfg, tmp_path):
     assert (tmp_path / "run" / "best.npy").is_file() and saved["best_step"] <= 12
 
 
-class CrashAtStep(L.Callback):
-    """Raises at a given step: a stand-in for any bug or hardware error mid-run."""
+class CrashAtStep(StepCallback):
+    """Raises once a given number of steps are done: a stand-in for any bug or hardware error mid-run."""
 
     def __init__(self, step: int):
         self.step = step
 
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if trainer.global_step == self.step:
+    def on_step_end(self, trainer, module, step: int):
+        if step + 1 == self.step:
             raise RuntimeError(f"boom at step {self.step}")

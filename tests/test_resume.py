@@ -8,12 +8,12 @@ import signal
 import time
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
 from omegaconf import open_dict
 
+from untrained.callbacks.base import StepCallback
 from untrained.callbacks.checkpoint import RunInterrupted
 from untrained.errors import UserError
 from untrained.train import train
@@ -25,14 +25,15 @@ SETTING = ["trainer.max_steps=12", "module.log_every=5", "module.eval_every=2", 
 TIMING = {"wall_time_s", "seconds_per_step"}
 
 
-class SignalAtStep(L.Callback):
-    """Sends this process a real signal after optimizer step ``step``, as SLURM would at any time."""
+class SignalAtStep(StepCallback):
+    """Sends this process a real signal once ``step`` optimizer steps are done, as SLURM would at any time
+    (here inside a Lightning batch of module.log_every = 5 steps: the run must stop after the current step)."""
 
     def __init__(self, step: int, signum: int):
         self.step, self.signum = step, signum
 
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if trainer.global_step == self.step:
+    def on_step_end(self, trainer, module, step: int):
+        if step + 1 == self.step:
             os.kill(os.getpid(), self.signum)
 
 
@@ -90,6 +91,17 @@ def test_resume_with_several_steps_per_batch_is_bit_for_bit(make_cfg, uninterrup
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
     train(make_cfg(SETTING + ["module.steps_per_batch=3"]))
     assert_same_run(uninterrupted, run_dir)
+
+
+def test_periodic_checkpoints_fall_on_their_steps_inside_batches(make_cfg, uninterrupted, caplog):
+    """checkpoint.every_n_steps=3 with batches of log_every = 5 steps: saved after steps 3, 6 and 9 (the batch
+    is cut there), and the run is still the uninterrupted one."""
+    cfg = make_cfg(SETTING + ["checkpoint.every_n_steps=3"])
+    with caplog.at_level("INFO", logger="untrained.callbacks.checkpoint"):
+        train(cfg)
+    assert [r.getMessage().split(":")[0] for r in caplog.records if r.getMessage().startswith("Checkpoint at")] == \
+        ["Checkpoint at step 3", "Checkpoint at step 6", "Checkpoint at step 9"]
+    assert_same_run(uninterrupted, Path(cfg.paths.output_dir))
 
 
 @pytest.mark.parametrize("rule", ["WindowedVarianceStopping", "ExponentialVarianceStopping"])

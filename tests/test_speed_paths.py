@@ -5,8 +5,8 @@ path computes the same reconstruction as the plain one.
 """
 
 import json
-import math
 import logging
+import math
 
 import lightning as L
 import pytest
@@ -16,7 +16,6 @@ from untrained.batched import build_batched, member_config
 from untrained.errors import UserError
 from untrained.fast import CompiledWithFallback, HostSyncCounter, Performance, accelerate_network, performance_callbacks
 from untrained.train import build, build_module, train
-
 
 STEPS = ["trainer.max_steps=8", "seed=5"]
 
@@ -131,6 +130,7 @@ def test_batched_fit_equals_separate_runs(make_cfg, tmp_path):
     assert batched["members"][0]["final_psnr"] != batched["members"][1]["final_psnr"]  # different noise and init
     saved = json.loads((tmp_path / "batched" / "metrics.json").read_text())
     assert saved["batch_size"] == 2 and saved["reconstructions_per_hour"] > 0
+    assert saved["performance"] == {"autocast": False, "channels_last": False, "compile": False, "cuda_graphs": False}
 
 
 def test_batched_early_stopping_runs_per_member(make_cfg):
@@ -161,7 +161,7 @@ def test_host_reads_happen_only_at_log_flushes(make_cfg):
             self.reads.append(self.counter.count - self.at_start)
 
     cfg = make_cfg(["trainer.max_steps=10", f"module.log_every={log_every}", "callbacks=default",
-                    "trainer.enable_progress_bar=true"])
+                    "trainer.enable_progress_bar=true", "module.steps_per_batch=1"])
     with HostSyncCounter() as counter:
         recorder = ReadsPerStep(counter)
         fit(cfg, [recorder])

@@ -16,7 +16,8 @@ update rules) are not supported. With input perturbations (``reg_noise_std``, Se
 member draws its own noise, but not from the stream its separate run would use.
 
 On a GPU the batched step is recorded as one CUDA graph (``fast.StepGraph``) under the same rule as
-single runs (``performance.cuda_graphs``); bf16, channels-last and compilation are not applied.
+single runs (``performance.cuda_graphs``). bf16 autocast, channels-last and compilation are not applied:
+autocast has no effect on vmapped operations (torch 2.13: their outputs stay fp32, inside or around vmap).
 
 Each member's outputs go to ``<output_dir>/member_<b>/`` (the files of a single run); the batch
 summary goes to ``<output_dir>/metrics.json``.
@@ -38,11 +39,12 @@ from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_, stack_module_state, vmap
 
 from untrained.callbacks.base import ReportingCallback
+from untrained.callbacks.progress import show_progress
 from untrained.data.problem import InverseProblem
 from untrained.errors import UserError
 from untrained.fast import Performance, StepGraph, performance_from_config, step_graph_wanted
 from untrained.methods.base import Method, StepOutput
-from untrained.module import StepIndices, UntrainedModule
+from untrained.module import StepIndices, UntrainedModule, step_tools
 from untrained.outputs import write_json_atomic, write_run_outputs
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ class BatchedModule(L.LightningModule):
         if steps_per_batch not in ("auto", 1):
             raise UserError("Batched fits take one optimization step per Lightning batch: set module.steps_per_batch=auto.")
         self.performance = performance or Performance(cuda_graphs=False)
+        self.settings: dict[str, bool] = {}  # the fast-path switches, resolved on the device (on_fit_start)
         if eval_every < 1 or log_every < 1:
             raise ValueError("eval_every and log_every must be >= 1.")
         first = members[0]
@@ -131,7 +134,7 @@ class BatchedModule(L.LightningModule):
         steps = self.trainer.max_steps
         if steps is None or steps < 1:
             raise ValueError("trainer.max_steps must be a positive number of optimization steps.")
-        return torch.utils.data.DataLoader(StepIndices(steps), batch_size=None, shuffle=False, num_workers=0)
+        return torch.utils.data.DataLoader(StepIndices(), batch_size=None, num_workers=0)
 
     def configure_optimizers(self):
         method = self.members[0].method
@@ -152,8 +155,15 @@ class BatchedModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         first = self.members[0]
-        if step_graph_wanted(self.performance, self.device, first.network, first.method, first.problem):
+        graph = step_graph_wanted(self.performance, self.device, first.network, first.method, first.problem)
+        self.settings = {"autocast": False, "channels_last": False, "compile": False, "cuda_graphs": graph}
+        if graph:
             self.optimization_step = StepGraph(self.optimization_step)
+
+    def performance_report(self) -> dict[str, bool]:
+        """The switches as they ran (a CUDA graph whose recording failed is off)."""
+        step = self.optimization_step
+        return {**self.settings, "cuda_graphs": isinstance(step, StepGraph) and step.graph is not None}
 
     def optimization_step(self, step: int, optimizer, backward) -> StepOutput:
         """One optimizer step of every member; ``loss`` holds the B members' losses."""
@@ -165,7 +175,7 @@ class BatchedModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         step = self.global_step
-        out = self.optimization_step(step, self.optimizers(), self.manual_backward)
+        out = self.optimization_step(step, *step_tools(self))
         estimate, psnr = self.members_call(step, out.loss.detach(), out.output.detach())
         self.estimate.copy_(estimate)
         record = {"loss": out.loss.detach(), **{k: v.detach() for k, v in out.logs.items()}}
@@ -180,10 +190,10 @@ class BatchedModule(L.LightningModule):
         if (step + 1) % self.log_every == 0 or step + 1 >= self.trainer.max_steps:
             self.flush()
 
-    def flush(self, progress_bar: bool = True) -> None:
+    def flush(self, in_step: bool = True) -> None:
         """One host synchronisation: per-member records to the members' histories and the logger.
 
-        ``progress_bar=False`` at the end of the fit, where Lightning allows no ``self.log``."""
+        ``in_step=False`` outside the training-step hooks (see ``show_progress``)."""
         if not self.pending:
             return
         steps = [s for s, _ in self.pending]
@@ -204,13 +214,12 @@ class BatchedModule(L.LightningModule):
         bar = {"loss": sum(host["loss"][-1]) / len(self.members)}
         if "psnr" in host and host["psnr"][-1] is not None:
             bar["psnr"] = sum(host["psnr"][-1]) / len(self.members)
-        for k, v in bar.items() if progress_bar else ():
-            self.log(k, v, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        show_progress(self, bar, in_step)
         if not any(self.finite):
             self.trainer.should_stop = True
 
     def on_train_end(self) -> None:
-        self.flush(progress_bar=False)
+        self.flush(in_step=False)
 
     # Results ------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -344,7 +353,7 @@ def train_batched(cfg: DictConfig) -> dict:
         "status": "completed" if completed else "failed", "batch_size": size, "steps": int(trainer.global_step),
         "wall_time_s": wall_time, "seconds_per_step": wall_time / max(trainer.global_step, 1),
         "reconstructions_per_hour": size * 3600 / wall_time if wall_time > 0 else None,
-        "members": results, "device": device_name(trainer),
+        "members": results, "device": device_name(trainer), "performance": module.performance_report(),
     }
     for key in ("best_psnr", "final_psnr"):
         values = [m[key] for m in completed if key in m]

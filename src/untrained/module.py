@@ -7,31 +7,76 @@ only every ``log_every`` steps (one synchronisation), so logging costs a small f
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.profilers import PassThroughProfiler
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from untrained.callbacks.base import StepCallback
 from untrained.callbacks.checkpoint import rng_states, set_rng_states
+from untrained.callbacks.progress import show_progress
 from untrained.data.problem import InverseProblem
 from untrained.errors import UserError
 from untrained.methods.base import Method, StepOutput
 
 
-class StepIndices(Dataset):
-    """One item per optimization step; the data never changes, so there is nothing to load."""
+class StepIndices(IterableDataset):
+    """Endless batch indices: the data never changes, so there is nothing to load, and the fit ends at
+    ``trainer.max_steps`` however many steps each batch holds (also after resuming inside a batch)."""
 
-    def __init__(self, steps: int):
-        self.steps = steps
+    def __iter__(self):
+        return itertools.count()
 
-    def __len__(self) -> int:
-        return self.steps
 
-    def __getitem__(self, index: int) -> int:
-        return index
+# Lightning's hooks around backward and the optimizer step: the only work its wrappers add to a fit on one
+# device in full precision, besides counting the step.
+WRAPPER_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+class DirectOptimizer:
+    """torch's optimizer stepped without Lightning's wrapper, counting Lightning's step as the wrapper does."""
+
+    def __init__(self, wrapped):
+        self.wrapped, self.optimizer = wrapped, wrapped.optimizer
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.optimizer.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        self._on_before_step()
+        self.optimizer.step()
+        self._on_after_step()
+
+    def _on_before_step(self) -> None:
+        self.wrapped._on_before_step()
+
+    def _on_after_step(self) -> None:
+        self.wrapped._on_after_step()
+
+
+def step_tools(module: L.LightningModule):
+    """The optimizer and backward function a module's step uses.
+
+    Lightning's ``optimizer.step()`` and ``manual_backward`` pass through the strategy and the precision
+    plugin and call three hooks on every callback, ~0.2 ms per step (measured on a CPU): a tenth of a small
+    1D problem's step. Where they would do nothing but count the step (one device, 32-bit precision, no
+    profiler, no callback or module hook among ``WRAPPER_HOOKS``), the step calls torch directly."""
+    trainer, wrapped = module.trainer, module.optimizers()
+    hooked = any(getattr(type(c), h) is not getattr(L.Callback, h) for c in trainer.callbacks for h in WRAPPER_HOOKS)
+    hooked |= any(getattr(type(module), h) is not getattr(L.LightningModule, h) for h in WRAPPER_HOOKS)
+    idle = (type(trainer.precision_plugin) is Precision and isinstance(trainer.strategy, SingleDeviceStrategy)
+            and isinstance(trainer.profiler, PassThroughProfiler) and not hooked)
+    return (DirectOptimizer(wrapped), torch.Tensor.backward) if idle else (wrapped, module.manual_backward)
 
 
 class UntrainedModule(L.LightningModule):
@@ -63,21 +108,20 @@ class UntrainedModule(L.LightningModule):
         self.history: dict[str, list] = {"step": [], "loss": []}
         self.status, self.failure = "running", None
         self.rng_to_restore: dict | None = None  # set when resuming from a checkpoint
+        self.batch_ending = False  # a step callback asked to end the current Lightning batch (end_batch)
 
     # Data ---------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         steps = self.trainer.max_steps
         if steps is None or steps < 1:
             raise ValueError("trainer.max_steps must be a positive number of optimization steps.")
-        return DataLoader(StepIndices(math.ceil(steps / self.batch_steps())), batch_size=None, shuffle=False, num_workers=0)
+        return DataLoader(StepIndices(), batch_size=None, num_workers=0)
 
     def batch_steps(self) -> int:
-        """Optimization steps per Lightning batch. ``auto``: ``log_every`` on a GPU, where a step takes a few
-        milliseconds and Lightning's per-batch host work (~0.5 ms) would leave the GPU waiting; 1 on the
-        CPU, where steps are long and a preemption signal is then answered after the current step."""
-        if self.steps_per_batch != "auto":
-            return self.steps_per_batch
-        return self.log_every if self.device.type == "cuda" else 1
+        """Optimization steps per Lightning batch. ``auto``: ``log_every``, as Lightning's per-batch host work
+        (~0.25 ms on a CPU) is a tenth of a small 1D problem's CPU step and would leave a fast GPU waiting.
+        Per-step callbacks (early stopping, images, the preemption checkpoint) still act after every step."""
+        return self.log_every if self.steps_per_batch == "auto" else self.steps_per_batch
 
     def configure_optimizers(self):
         return self.method.configure_optimizer(self.network)
@@ -85,17 +129,22 @@ class UntrainedModule(L.LightningModule):
     # Training -----------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         step_callbacks = [c for c in self.trainer.callbacks if isinstance(c, StepCallback)]
-        optimizer = self.optimizers()
+        optimizer, backward = step_tools(self)
+        self.batch_ending = False
         for _ in range(min(self.batch_steps(), self.trainer.max_steps - self.global_step)):
             step = self.global_step
-            self.optimization_step(step, optimizer)
+            self.optimization_step(step, optimizer, backward)
             for callback in step_callbacks:
                 callback.on_step_end(self.trainer, self, step)
-            if self.trainer.should_stop:
+            if self.trainer.should_stop or self.batch_ending:
                 break
 
-    def optimization_step(self, step: int, optimizer) -> None:
-        out: StepOutput = self.method.optimization_step(self.network, self.problem, step, optimizer, self.manual_backward)
+    def end_batch(self) -> None:
+        """End the current Lightning batch after this step (a step callback's request, e.g. to checkpoint)."""
+        self.batch_ending = True
+
+    def optimization_step(self, step: int, optimizer, backward) -> None:
+        out: StepOutput = self.method.optimization_step(self.network, self.problem, step, optimizer, backward)
         estimate = self.method.after_step(self.network, self.problem, step, out)
         self.estimate.copy_(estimate)
         record = {"loss": out.loss.detach(), **out.logs}
@@ -114,10 +163,10 @@ class UntrainedModule(L.LightningModule):
         self.best_psnr.copy_(torch.where(better, value, self.best_psnr))  # a NaN PSNR (divergence) never wins
         return value
 
-    def flush(self, progress_bar: bool = True) -> None:
+    def flush(self, in_step: bool = True) -> None:
         """Bring the pending per-step records to the host and hand them to the logger and progress bar.
 
-        ``progress_bar=False`` outside the training-step hooks, where Lightning refuses ``self.log``.
+        ``in_step=False`` outside the training-step hooks (see ``show_progress``).
         """
         if not self.pending:
             return
@@ -138,8 +187,7 @@ class UntrainedModule(L.LightningModule):
         bar = {k: last[k] for k in ("loss", "psnr") if last.get(k) is not None}
         if self.problem.has_ground_truth:
             bar["best"] = float(self.best_psnr)
-        for k, v in bar.items() if progress_bar else ():
-            self.log(k, v, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        show_progress(self, bar, in_step)
         if not math.isfinite(last["loss"]):
             self.fail(f"the loss became {last['loss']} at step {steps[-1]}: lower method.lr or check the data")
 
@@ -148,7 +196,7 @@ class UntrainedModule(L.LightningModule):
         self.trainer.should_stop = True
 
     def on_train_end(self) -> None:
-        self.flush(progress_bar=False)
+        self.flush(in_step=False)
         if self.status == "running":
             self.status = "completed"
 

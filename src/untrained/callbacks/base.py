@@ -15,7 +15,8 @@ class StepCallback(L.Callback):
     """
 
     def on_step_end(self, trainer, module, step: int) -> None:
-        """After optimization step ``step`` (0-based); may set ``trainer.should_stop``."""
+        """After optimization step ``step`` (0-based); may set ``trainer.should_stop``, or call
+        ``module.end_batch()`` to reach the batch-end hooks (checkpoints) after this step."""
 
 
 class ReportingCallback(StepCallback):

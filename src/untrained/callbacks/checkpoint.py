@@ -27,9 +27,10 @@ import threading
 import time
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
+
+from untrained.callbacks.base import StepCallback
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def slurm_job_id() -> str | None:
     return f"{array_job}_{task}" if array_job and task else os.environ.get("SLURM_JOB_ID")
 
 
-class PreemptionCheckpoint(L.Callback):
+class PreemptionCheckpoint(StepCallback):
     """Checkpoints every ``every_n_steps`` steps (0 = never) and on SIGUSR1/SIGUSR2/SIGTERM; resumes from them.
 
     Args:
@@ -135,15 +136,25 @@ class PreemptionCheckpoint(L.Callback):
                     signal.signal(signum, handler)
 
     # Saving -------------------------------------------------------------------------------------
+    def due(self, trainer) -> bool:
+        """Whether a checkpoint is due now: a signal arrived, or ``every_n_steps`` steps passed since the last."""
+        steps = trainer.global_step  # steps done
+        periodic = self.every_n_steps and steps - self.saved_at >= self.every_n_steps and steps < trainer.max_steps
+        return self.received is not None or bool(periodic)
+
+    def on_step_end(self, trainer, module, step: int) -> None:
+        if self.due(trainer):
+            module.end_batch()  # a Lightning batch may hold several steps: the save follows at its end, now
+
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step  # steps done
-        if self.received is not None:
-            self.interrupted, self.received = self.received, None
+        if not self.due(trainer):
+            return
+        signalled, self.received = self.received, None
+        if signalled is not None:
+            self.interrupted = signalled
             module.flush()  # the pending records, while logging is still allowed (not in on_train_end)
-            self.save(trainer)
-            trainer.should_stop = True
-        elif self.every_n_steps and step - self.saved_at >= self.every_n_steps and step < trainer.max_steps:
-            self.save(trainer)  # at the first batch end past the interval: a batch may hold several steps
+        self.save(trainer)
+        trainer.should_stop = trainer.should_stop or signalled is not None
 
     def save(self, trainer) -> None:
         self.saved_at = trainer.global_step
