@@ -12,8 +12,8 @@ For each (task, network, device) the same network, loss and input are fitted by
   logger), module settings and the given logger; with ``--fast`` also the fast path
   (``performance.*=true``),
 
-alternating, several rounds, in one process. Reported per variant: the median seconds per warm step,
-steps/s, the peak memory (CUDA: max allocated; CPU: peak RSS sampled during the variant's run), the
+alternating, several rounds, in one process. Reported per variant: the median seconds per warm step
+(the JSON also has the mean, which holds Lightning's per-batch work and the log flushes), steps/s, the peak memory (CUDA: max allocated; CPU: peak RSS sampled during the variant's run), the
 time of a full reconstruction at the method's default step count, and the ratio to ``plain``. The
 framework's overhead is measured directly as well: per step, the time outside
 ``method.optimization_step`` (Lightning's loop, callbacks, logging, metric tracking), which the
@@ -41,6 +41,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from untrained.batched import build_batched
+from untrained.callbacks.base import StepCallback
 from untrained.fast import (HostSyncCounter, StepGraph, accelerate, first_line, performance_callbacks,
                             performance_from_config, step_capturable)
 from untrained.methods.base import Method
@@ -118,16 +119,20 @@ class Clock:
         return start.elapsed_time(end) / 1000
 
 
-class StepClock(L.Callback):
-    """Per step: the time between batch ends over the steps in between (a Lightning batch may hold several
-    optimization steps, ``module.steps_per_batch``), and the part of it spent outside ``optimization_step``."""
+class StepClock(StepCallback):
+    """Per step: the time from the end of the step before (or the fit's start) to its end, and the part of
+    it spent outside ``optimization_step``. Steps end at ``on_step_end``, which the single-run module
+    calls after every step, however many a Lightning batch holds (``module.steps_per_batch``): Lightning's
+    per-batch work falls on the first step of each batch (in the mean, beside the median). The batched
+    module takes one step per batch and is timed at batch ends."""
 
     def __init__(self):
-        self.ends, self.compute = [], []  # (timestamp, global_step); (start, end, batch index)
+        self.ends, self.compute = [], []  # (timestamp, steps done); (start, end, interval index)
 
     def on_fit_start(self, trainer, module) -> None:
         self.clock = Clock(module.device)
         method = getattr(module, "method", None)
+        self.per_step = method is not None
         if method is None:  # the batched module has no single method: time the whole step only
             return
         inner = method.optimization_step
@@ -141,24 +146,28 @@ class StepClock(L.Callback):
         method.optimization_step = timed
 
     def on_train_start(self, trainer, module) -> None:
-        self.ends.append((self.clock.now(), trainer.global_step))  # the first batch's start
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.ends.append((self.clock.now(), trainer.global_step))
 
-    def batches(self) -> list[tuple[float, int, int]]:
-        """(seconds, steps, batch index) of each batch, from the end of the one before (or the fit's start)."""
+    def on_step_end(self, trainer, module, step: int) -> None:
+        self.ends.append((self.clock.now(), step + 1))
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if not self.per_step:
+            self.ends.append((self.clock.now(), trainer.global_step))
+
+    def intervals(self) -> list[tuple[float, int, int]]:
+        """(seconds, steps, index) from each end to the next."""
         return [(self.clock.seconds(a, b), n - m, i + 1) for i, ((a, m), (b, n)) in enumerate(zip(self.ends, self.ends[1:]))]
 
     def step_seconds(self) -> list[float]:
-        return [t / n for t, n, _ in self.batches() for _ in range(n)]
+        return [t / n for t, n, _ in self.intervals() for _ in range(n)]
 
     def overhead_seconds(self) -> list[float]:
-        """Per step: the batch interval minus the optimizer steps' time, for the batches with both."""
+        """Per step: the interval minus the optimizer step's time, for the intervals with both."""
         inside: dict[int, float] = {}
-        for start, end, batch in self.compute:
-            inside[batch] = inside.get(batch, 0.0) + self.clock.seconds(start, end)
-        return [(t - inside[i]) / n for t, n, i in self.batches() if i in inside for _ in range(n)]
+        for start, end, index in self.compute:
+            inside[index] = inside.get(index, 0.0) + self.clock.seconds(start, end)
+        return [(t - inside[i]) / n for t, n, i in self.intervals() if i in inside for _ in range(n)]
 
 
 class PeakMemory:
@@ -292,7 +301,8 @@ def host_reads_per_step(cfg, steps: int = 50) -> dict[str, float]:
 # Measurements -------------------------------------------------------------------------------------
 def summarise(name: str, step_times: list[float], memory: int, default_steps: int, extra: dict | None = None) -> dict:
     median = statistics.median(step_times)
-    return {"variant": name, "seconds_per_step": median, "steps_per_second": 1 / median,
+    return {"variant": name, "seconds_per_step": median, "mean_seconds_per_step": statistics.fmean(step_times),
+            "steps_per_second": 1 / median,
             "spread": [min(step_times), max(step_times)], "samples": len(step_times),
             "peak_memory_mb": memory / 2**20, "full_reconstruction_s": median * default_steps,
             "default_steps": default_steps, **(extra or {})}
@@ -346,11 +356,13 @@ def benchmark_combo(task: str, network: str, device_name: str, args) -> dict:
 def benchmark_batched(device_name: str, args) -> dict:
     """Reconstructions per hour against B, at ``--batch-size-image`` px, at the method's default step count.
 
-    Timed fp32 eager and, on a GPU, with the CUDA graph of the step (the GPU default); B = 1 is the
-    ordinary single-run path.
+    Timed fp32 eager (``eager``: vmapped members; ``loop``: one member after the other, see
+    ``performance.batch_mode``) and, on a GPU, vmapped with the CUDA graph of the step (``graph``, the GPU
+    default); B = 1 is the ordinary single-run path.
     """
     device = torch.device("cuda" if device_name == "gpu" else "cpu")
-    modes = {"eager": EAGER, **({"graph": switches(cuda_graphs=True)} if device.type == "cuda" else {})}
+    modes = {"eager": EAGER + ["performance.batch_mode=vmap"], "loop": EAGER + ["performance.batch_mode=loop"],
+             **({"graph": switches(cuda_graphs=True) + ["performance.batch_mode=vmap"]} if device.type == "cuda" else {})}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         overrides = base_overrides("denoising", "skip", device_name, args, tmp)

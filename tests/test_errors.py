@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
         (["task.sigma=-1"], "must be >= 0"),
         (["task.size=4"], "smaller than the network's downsampling factor"),
         (["task.size=36"], "not divisible by the network's downsampling factor"),
+        (["task.size=8"], "leaves one pixel at the network's coarsest scale"),
         (["task=integration_1d"], "network is 2D but the task's signals are 1D"),
         (["+method.no_such_option=1"], "Invalid method option"),
         (["method.exp_weight=1.5"], "exp_weight"),

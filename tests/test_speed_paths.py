@@ -112,7 +112,8 @@ def test_bf16_channels_last_path_runs_and_keeps_fp32_outputs(make_cfg, eager_run
 
 
 def test_batched_fit_equals_separate_runs(make_cfg, tmp_path):
-    cfg = make_cfg(["trainer.max_steps=6", "seed=3", "module.log_every=4", "performance.batch_size=2"], subdir="batched")
+    cfg = make_cfg(["trainer.max_steps=6", "seed=3", "module.log_every=4", "performance.batch_size=2",
+                    "performance.batch_mode=vmap"], subdir="batched")
     batched = train(cfg)
     assert batched["status"] == "completed" and batched["batch_size"] == 2 and len(batched["members"]) == 2
     for b in range(2):
@@ -130,7 +131,24 @@ def test_batched_fit_equals_separate_runs(make_cfg, tmp_path):
     assert batched["members"][0]["final_psnr"] != batched["members"][1]["final_psnr"]  # different noise and init
     saved = json.loads((tmp_path / "batched" / "metrics.json").read_text())
     assert saved["batch_size"] == 2 and saved["reconstructions_per_hour"] > 0
-    assert saved["performance"] == {"autocast": False, "channels_last": False, "compile": False, "cuda_graphs": False}
+    assert saved["performance"] == {"autocast": False, "channels_last": False, "compile": False, "cuda_graphs": False,
+                                    "batch_mode": "vmap"}
+
+
+def test_batched_loop_mode_is_bit_for_bit_the_separate_runs(make_cfg, tmp_path):
+    """performance.batch_mode=loop: each member through the plain operations of its separate run, on views
+    of the stacked weights, and Adam element by element on the stack: the very same numbers."""
+    cfg = make_cfg(["trainer.max_steps=6", "seed=3", "module.log_every=4", "performance.batch_size=2",
+                    "performance.batch_mode=loop", "method.exp_weight=0.9"], subdir="loop")
+    batched = train(cfg)
+    for b in range(2):
+        single, _ = fit(member_config(cfg, b))
+        history = json.loads((tmp_path / "loop" / f"member_{b}" / "history.json").read_text())
+        assert history["loss"] == single.history["loss"] and history["psnr"] == single.history["psnr"]
+        assert batched["members"][b]["best_psnr"] == single.summary()["best_psnr"]
+    assert batched["performance"]["batch_mode"] == "loop"
+    with pytest.raises(UserError, match="batch_mode"):
+        train(make_cfg(["performance.batch_size=2", "performance.batch_mode=grouped"], subdir="bad"))
 
 
 def test_batched_early_stopping_runs_per_member(make_cfg):
@@ -179,7 +197,8 @@ def test_benchmark_quick_mode(tmp_path):
     assert set(variants) == {"plain", "untrained"}
     assert variants["plain"]["ratio_to_plain"] == 1.0 and variants["untrained"]["seconds_per_step"] > 0
     assert variants["untrained"]["full_reconstruction_s"] == pytest.approx(variants["untrained"]["seconds_per_step"] * 3000)
-    assert [row["batch_size"] for row in report["batched"][0]["rows"]] == [1, 2]
+    assert [(row["mode"], row["batch_size"]) for row in report["batched"][0]["rows"]] == \
+        [("eager", 1), ("eager", 2), ("loop", 1), ("loop", 2)]
     saved = json.loads((tmp_path / "cpu-quick.json").read_text())
     assert saved["machine"]["torch"] == torch.__version__
     assert "| denoising | skip | cpu | untrained |" in (tmp_path / "cpu-quick.md").read_text()

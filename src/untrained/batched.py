@@ -3,10 +3,14 @@
 ``performance.batch_size=B`` builds B ordinary single-run modules (member b with ``seed + b`` and,
 with ``performance.batch_vary=[seed,index]``, ``task.index + b``): the same networks, inputs z,
 measurements and method states that B separate runs would build. Their parameters and buffers are
-stacked with ``torch.func.stack_module_state`` and one loss, ``vmap`` of ``functional_call`` over
-the members, is minimised: each member's gradient depends only on its own weights, and Adam works
-element by element, so every member follows the trajectory of its separate run (up to
-floating-point rounding). Best iterates are tracked per member on the device; ground-truth-free
+stacked with ``torch.func.stack_module_state`` and one loss, the sum of the members' losses, is
+minimised: each member's gradient depends only on its own weights, and Adam works element by element,
+so every member follows the trajectory of its separate run. ``performance.batch_mode`` says how the
+members are evaluated: ``vmap`` (the GPU default) maps ``functional_call`` over them, turning each
+convolution into one grouped convolution, which agrees with the separate runs up to floating-point
+rounding; ``loop`` (the CPU default, where grouped convolutions are slower than B plain ones) calls
+each member in turn on views of the stacked state, which gives the separate runs' numbers exactly.
+Best iterates are tracked per member on the device; ground-truth-free
 early-stopping callbacks run once per member, and the fit stops when every member has stopped.
 
 BatchNorm: the running statistics are removed (``replace_all_batch_norm_modules_``) because vmap
@@ -37,6 +41,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_, stack_module_state, vmap
+from torch.utils._pytree import tree_map
 
 from untrained.callbacks.base import ReportingCallback
 from untrained.callbacks.progress import show_progress
@@ -78,8 +83,11 @@ class BatchedModule(L.LightningModule):
     """Fits the given (not yet trained) :class:`UntrainedModule` members together; see the module docstring."""
 
     def __init__(self, members: list[UntrainedModule], eval_every: int = 1, log_every: int = 25,
-                 steps_per_batch: int | str = "auto", performance: Performance | None = None):
+                 steps_per_batch: int | str = "auto", performance: Performance | None = None, mode: str = "auto"):
         super().__init__()
+        if mode not in ("auto", "vmap", "loop"):
+            raise UserError(f"performance.batch_mode must be auto, vmap or loop, got {mode!r}.")
+        self.requested_mode = self.mode = mode
         if steps_per_batch not in ("auto", 1):
             raise UserError("Batched fits take one optimization step per Lightning batch: set module.steps_per_batch=auto.")
         self.performance = performance or Performance(cuda_graphs=False)
@@ -145,22 +153,35 @@ class BatchedModule(L.LightningModule):
 
     # Training -----------------------------------------------------------------------------------
     def members_call(self, step: int, *args):
-        """Every member's ``Member.forward(step, *args)`` with its own state, in one vmapped call."""
+        """Every member's ``Member.forward(step, *args)`` with its own state: one vmapped call (grouped
+        operations), or (``loop``) each member in turn on views of the stacked state, results stacked."""
         params, buffers = self.state()
 
         def one(p, b, *member_args):
             return functional_call(self.template, (p, b), (step, *member_args))
 
-        return vmap(one, randomness="different")(params, buffers, *args)
+        if self.mode == "vmap":
+            return vmap(one, randomness="different")(params, buffers, *args)
+        count = len(self.members)
+
+        def views(stacked: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+            per_member = zip(*(t.unbind(0) for t in stacked.values()))
+            return [dict(zip(stacked, values)) for values in per_member] if stacked else [{}] * count
+
+        results = [one(p, b, *(a[i] for a in args)) for i, (p, b) in enumerate(zip(views(params), views(buffers)))]
+        return tree_map(lambda *values: torch.stack(values), *results)
 
     def on_fit_start(self) -> None:
         first = self.members[0]
         graph = step_graph_wanted(self.performance, self.device, first.network, first.method, first.problem)
-        self.settings = {"autocast": False, "channels_last": False, "compile": False, "cuda_graphs": graph}
+        if self.requested_mode == "auto":  # measured: see conf/performance/default.yaml
+            self.mode = "vmap" if self.device.type == "cuda" else "loop"
+        self.settings = {"autocast": False, "channels_last": False, "compile": False, "cuda_graphs": graph,
+                         "batch_mode": self.mode}
         if graph:
             self.optimization_step = StepGraph(self.optimization_step)
 
-    def performance_report(self) -> dict[str, bool]:
+    def performance_report(self) -> dict:
         """The switches as they ran (a CUDA graph whose recording failed is off)."""
         step = self.optimization_step
         return {**self.settings, "cuda_graphs": isinstance(step, StepGraph) and step.graph is not None}
@@ -304,7 +325,8 @@ def build_batched(cfg: DictConfig) -> tuple[BatchedModule, list[DictConfig], lis
     size = int(cfg.performance.batch_size)
     configs = [member_config(cfg, b) for b in range(size)]
     performance = performance_from_config(cfg)
-    module = BatchedModule([build_module(c) for c in configs], **cfg.module, performance=performance)
+    module = BatchedModule([build_module(c) for c in configs], **cfg.module, performance=performance,
+                           mode=cfg.performance.get("batch_mode", "auto"))
     reporting, shared = [], []
     for b in range(size):
         built = [build(c, "callbacks") for c in (configs[b].get("callbacks") or {}).values() if c is not None]
