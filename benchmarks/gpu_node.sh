@@ -32,7 +32,7 @@ python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version
 for stage in "${stages[@]}"; do
     case $stage in
         tests) run 120 gpu-tests python -m pytest tests/test_gpu.py -q -p no:cacheprovider --timeout 120 ;;
-        denoising) run 260 gpu-denoising python -m benchmarks --tasks denoising --networks skip --devices gpu --fast \
+        denoising) run 320 gpu-denoising python -m benchmarks --tasks denoising --networks skip --devices gpu --fast \
             --steps 50 --warmup 10 --rounds 2 --batch-sizes 1,4,16 --batch-image-size 128 --name gpu-denoising-skip --out "$RESULTS" ;;
         mri) run 240 gpu-mri python -m benchmarks --tasks mri --networks skip --method aseqdip --devices gpu --fast \
             --steps 50 --warmup 10 --rounds 2 --name gpu-mri-aseqdip-skip --out "$RESULTS" ;;
