@@ -202,3 +202,28 @@ def test_benchmark_quick_mode(tmp_path):
     saved = json.loads((tmp_path / "cpu-quick.json").read_text())
     assert saved["machine"]["torch"] == torch.__version__
     assert "| denoising | skip | cpu | untrained |" in (tmp_path / "cpu-quick.md").read_text()
+
+
+def test_steps_bypass_lightning_wrappers_only_where_they_would_do_nothing(make_cfg):
+    """Without callbacks on Lightning's backward/optimizer hooks the step calls torch directly; a callback
+    that uses one gets Lightning's wrappers (and its hook every step). Both fit the same numbers."""
+    from untrained.module import DirectOptimizer, step_tools
+
+    class Lanes(L.Callback):
+        def __init__(self):
+            self.lanes, self.calls = [], 0
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.lanes.append(type(step_tools(module)[0]))
+
+    class Hooked(Lanes):
+        def on_after_backward(self, trainer, module):
+            self.calls += 1
+
+    cfg = make_cfg(STEPS + ["module.log_every=4"])
+    direct, wrapped = Lanes(), Hooked()
+    plain_module, _ = fit(cfg, [direct])
+    hooked_module, _ = fit(cfg, [wrapped])
+    assert set(direct.lanes) == {DirectOptimizer} and DirectOptimizer not in set(wrapped.lanes)
+    assert wrapped.calls == 8 and hooked_module.trainer.global_step == plain_module.trainer.global_step == 8
+    assert hooked_module.history["loss"] == plain_module.history["loss"]
