@@ -68,8 +68,8 @@ def step_tools(module: L.LightningModule):
     """The optimizer and backward function a module's step uses.
 
     Lightning's ``optimizer.step()`` and ``manual_backward`` pass through the strategy and the precision
-    plugin and call three hooks on every callback, ~0.2 ms per step (measured on a CPU): a tenth of a small
-    1D problem's step. Where they would do nothing but count the step (one device, 32-bit precision, no
+    plugin and call three hooks on every callback, ~0.15 ms per step (measured on a CPU): a tenth of a small
+    1D problem's 1.5 ms step. Where they would do nothing but count the step (one device, 32-bit precision, no
     profiler, no callback or module hook among ``WRAPPER_HOOKS``), the step calls torch directly."""
     trainer, wrapped = module.trainer, module.optimizers()
     hooked = any(getattr(type(c), h) is not getattr(L.Callback, h) for c in trainer.callbacks for h in WRAPPER_HOOKS)
@@ -119,7 +119,7 @@ class UntrainedModule(L.LightningModule):
 
     def batch_steps(self) -> int:
         """Optimization steps per Lightning batch. ``auto``: ``log_every``, as Lightning's per-batch host work
-        (~0.25 ms on a CPU) is a tenth of a small 1D problem's CPU step and would leave a fast GPU waiting.
+        (~0.3 ms on a CPU) is a fifth of a small 1D problem's 1.5 ms CPU step and would leave a fast GPU waiting.
         Per-step callbacks (early stopping, images, the preemption checkpoint) still act after every step."""
         return self.log_every if self.steps_per_batch == "auto" else self.steps_per_batch
 
