@@ -13,7 +13,8 @@ For each (task, network, device) the same network, loss and input are fitted by
   (``performance.*=true``),
 
 alternating, several rounds, in one process. Reported per variant: the median seconds per warm step
-(the JSON also has the mean, which holds Lightning's per-batch work and the log flushes), steps/s, the peak memory (CUDA: max allocated; CPU: peak RSS sampled during the variant's run), the
+(the JSON also has the mean, which holds Lightning's per-batch work and the log flushes), steps/s, the
+peak memory (CUDA: max allocated; CPU: peak RSS sampled during the variant's run), the
 time of a full reconstruction at the method's default step count, and the ratio to ``plain``. The
 framework's overhead is measured directly as well: per step, the time outside
 ``method.optimization_step`` (Lightning's loop, callbacks, logging, metric tracking), which the

@@ -10,8 +10,8 @@ members are evaluated: ``vmap`` (the GPU default) maps ``functional_call`` over 
 convolution into one grouped convolution, which agrees with the separate runs up to floating-point
 rounding; ``loop`` (the CPU default, where grouped convolutions are slower than B plain ones) calls
 each member in turn on views of the stacked state, which gives the separate runs' numbers exactly.
-Best iterates are tracked per member on the device; ground-truth-free
-early-stopping callbacks run once per member, and the fit stops when every member has stopped.
+Best iterates are tracked per member on the device; ground-truth-free early-stopping callbacks run
+once per member, and the fit stops when every member has stopped.
 
 BatchNorm: the running statistics are removed (``replace_all_batch_norm_modules_``) because vmap
 cannot update them in place; a fit only ever uses batch statistics (the network is in training mode
@@ -91,7 +91,7 @@ class BatchedModule(L.LightningModule):
         if steps_per_batch not in ("auto", 1):
             raise UserError("Batched fits take one optimization step per Lightning batch: set module.steps_per_batch=auto.")
         self.performance = performance or Performance(cuda_graphs=False)
-        self.settings: dict[str, bool] = {}  # the fast-path switches, resolved on the device (on_fit_start)
+        self.settings: dict[str, bool | str] = {}  # the fast-path switches and mode, resolved on the device
         if eval_every < 1 or log_every < 1:
             raise ValueError("eval_every and log_every must be >= 1.")
         first = members[0]
