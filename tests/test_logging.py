@@ -21,7 +21,8 @@ def test_wandb_offline_run_directory(make_cfg, tmp_path, monkeypatch):
 
 def test_csv_logger_has_loss_every_step(make_cfg, tmp_path):
     train(make_cfg(["logger=csv", "trainer.max_steps=8", "module.log_every=3"]))
-    rows = list(csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")))
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
     assert sorted({int(r["step"]) for r in rows if r.get("train/loss")}) == list(range(8))
 
 
