@@ -53,6 +53,14 @@ def test_deep_decoder_has_the_papers_parameter_count_and_input_size():
     assert out.shape == (1, 1, 24, 32) and (0 <= out).all() and (out <= 1).all()
 
 
+def test_deep_decoder_fits_an_image_as_small_as_its_upsampling(make_cfg):
+    """A 1×1 input is fine for the deep decoder (it normalises after upsampling), unlike the skip net's
+    coarsest scale (test_errors.py)."""
+    metrics = train(make_cfg(QUIET + ["method=deep_decoder", "trainer.max_steps=2", "network.channels=8",
+                                      "network.blocks=6", "method.input.channels=8"], fast=False))
+    assert metrics["status"] == "completed"
+
+
 def test_deep_decoder_method_selects_its_network_and_denoises(make_cfg):
     cfg = make_cfg(QUIET + ["method=deep_decoder", "trainer.max_steps=30", *SMALL_DECODER], fast=False)
     assert cfg.network._target_.endswith("DeepDecoder") and cfg.method.lr == 0.01

@@ -65,8 +65,7 @@ def check_network_fits(network, image_shape: tuple[int, ...]) -> None:
             f"The image size {'x'.join(map(str, spatial))} is not divisible by the network's downsampling factor "
             f"{factor}: set task.size to a multiple of {factor} or use fewer network scales."
         )
-    batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in network.modules())
-    if batch_norm and math.prod(n // factor for n in spatial) < 2:
+    if getattr(network, "normalises_coarsest_scale", False) and math.prod(n // factor for n in spatial) < 2:
         raise UserError(
             f"The image ({'x'.join(map(str, spatial))}) leaves one pixel at the network's coarsest scale (downsampling "
             f"factor {factor}), where BatchNorm has nothing to normalise: use task.size >= {2 * factor} or fewer network scales."

@@ -134,6 +134,7 @@ class SkipNet(nn.Module):
             raise ValueError(f"network.dim must be 1 (signals) or 2 (images), got {dim}.")
         self.in_channels, self.out_channels, self.dim = in_channels, out_channels, dim
         self.downsampling_factor = 2**num_scales
+        self.normalises_coarsest_scale = batch_norm  # BatchNorm needs more than one pixel there (train.py checks)
         conv_kwargs = {"bias": bias, "pad": pad}
         inner: nn.Module | None = None
         for i in reversed(range(num_scales)):
