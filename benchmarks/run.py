@@ -41,7 +41,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from untrained.batched import build_batched
+from untrained.batched import batch_size, build_batched
 from untrained.callbacks.base import StepCallback
 from untrained.fast import (HostSyncCounter, StepGraph, accelerate, first_line, performance_callbacks,
                             performance_from_config, step_capturable)
@@ -210,7 +210,7 @@ class PeakMemory:
 def fit_framework(cfg, device: torch.device, memory: PeakMemory) -> StepClock:
     """``untrained``: what ``train(cfg)`` runs (module, callbacks, logger, trainer.fit), plus a step clock."""
     clock = StepClock()
-    if (cfg.get("performance") or {}).get("batch_size", 1) > 1:
+    if batch_size(cfg) > 1:
         module, _, callbacks = build_batched(cfg)
     else:
         module = build_module(cfg)

@@ -9,6 +9,7 @@ import logging
 import math
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -149,6 +150,27 @@ def test_batched_loop_mode_is_bit_for_bit_the_separate_runs(make_cfg, tmp_path):
     assert batched["performance"]["batch_mode"] == "loop"
     with pytest.raises(UserError, match="batch_mode"):
         train(make_cfg(["performance.batch_size=2", "performance.batch_mode=grouped"], subdir="bad"))
+
+
+def test_batched_fit_of_chosen_task_indices(make_cfg, tmp_path):
+    """performance.batch_indices=[2,0] on an image folder, the seed kept (batch_vary=[]): member b is the
+    separate run of task.index = indices[b], to the bit (loop mode, the CPU default)."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    base = ["trainer.max_steps=4", f"task.image={folder}", "performance.batch_vary=[]"]
+    batched = train(make_cfg(base + ["performance.batch_indices=[2,0]"], subdir="batched"))
+    assert batched["batch_size"] == 2
+    for member, index in zip(batched["members"], (2, 0)):
+        assert member["task_index"] == index and member["task_info"]["image"].endswith("images")
+        single = train(make_cfg(base + [f"task.index={index}"], subdir=f"single_{index}"))
+        assert member["best_psnr"] == single["best_psnr"] and member["final_loss"] == single["final_loss"]
+    with pytest.raises(UserError, match="batch_indices"):
+        train(make_cfg(base + ["performance.batch_indices=[1,2]", "performance.batch_size=3"], subdir="bad"))
 
 
 def test_batched_early_stopping_runs_per_member(make_cfg):

@@ -1,7 +1,8 @@
 """Many measurements per process: B independent reconstructions fitted in one optimizer step.
 
 ``performance.batch_size=B`` builds B ordinary single-run modules (member b with ``seed + b`` and,
-with ``performance.batch_vary=[seed,index]``, ``task.index + b``): the same networks, inputs z,
+with ``performance.batch_vary=[seed,index]``, ``task.index + b``; or, with
+``performance.batch_indices=[i_0, ..., i_{B-1}]``, ``task.index = i_b``): the same networks, inputs z,
 measurements and method states that B separate runs would build. Their parameters and buffers are
 stacked with ``torch.func.stack_module_state`` and one loss, the sum of the members' losses, is
 minimised: each member's gradient depends only on its own weights, and Adam works element by element,
@@ -300,21 +301,39 @@ class MemberCallbacks(L.Callback):
         self._each("on_train_end", trainer, module)
 
 
+def batch_size(cfg: DictConfig) -> int:
+    """The number of members: ``performance.batch_size``, or the length of ``performance.batch_indices``."""
+    node = cfg.get("performance") or {}
+    size, indices = int(node.get("batch_size", 1)), node.get("batch_indices")
+    if indices is None:
+        return size
+    if len(indices) < 2:
+        raise UserError("performance.batch_indices needs two or more task indices; for one, set task.index.")
+    if size not in (1, len(indices)):
+        raise UserError(f"performance.batch_size={size} but performance.batch_indices has {len(indices)} entries: "
+                        f"give only batch_indices.")
+    return len(indices)
+
+
 def member_config(cfg: DictConfig, index: int) -> DictConfig:
-    """Member ``index``'s config: ``seed + index`` (noise, init, z) and, if asked, ``task.index + index``."""
+    """Member ``index``'s config: ``seed + index`` (noise, init, z) and, if asked, ``task.index + index``, or
+    the ``index``-th of ``performance.batch_indices``."""
     member = copy.deepcopy(cfg)
     vary = list(cfg.performance.get("batch_vary") or [])
+    indices = cfg.performance.get("batch_indices")
     unknown = set(vary) - {"seed", "index"}
     if unknown:
         raise UserError(f"performance.batch_vary may contain seed and index, got {sorted(unknown)}.")
     with open_dict(member):
         member.performance.batch_size = 1
+        member.performance.batch_indices = None
         if "seed" in vary:
             member.seed = cfg.seed + index
-        if "index" in vary:
+        if "index" in vary or indices is not None:
             if "index" not in cfg.task:
-                raise UserError(f"Task '{cfg.task.get('name')}' has no index: remove index from performance.batch_vary.")
-            member.task.index = cfg.task.index + index
+                raise UserError(f"Task '{cfg.task.get('name')}' has no index: remove index from performance.batch_vary "
+                                f"and performance.batch_indices.")
+            member.task.index = int(indices[index]) if indices is not None else cfg.task.index + index
     return member
 
 
@@ -322,7 +341,7 @@ def build_batched(cfg: DictConfig) -> tuple[BatchedModule, list[DictConfig], lis
     """The batched module, the members' configs, and the callbacks (shared ones + the per-member driver)."""
     from untrained.train import build, build_module
 
-    size = int(cfg.performance.batch_size)
+    size = batch_size(cfg)
     configs = [member_config(cfg, b) for b in range(size)]
     performance = performance_from_config(cfg)
     module = BatchedModule([build_module(c) for c in configs], **cfg.module, performance=performance,
@@ -363,6 +382,7 @@ def train_batched(cfg: DictConfig) -> dict:
             steps=int(trainer.global_step), task=cfg.task.get("name"), method=cfg.method.get("name"),
             seed=int(member_cfg.seed), member=b, batch_size=size, wall_time_s=wall_time,
             seconds_per_step=wall_time / max(trainer.global_step, 1), device=device_name(trainer),
+            task_index=member_cfg.task.get("index"), task_info=member.problem.info,
         )
         images = {}
         for callback in reporting[b]:

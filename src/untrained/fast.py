@@ -300,7 +300,7 @@ class PerformanceCallback(ReportingCallback):
 def performance_from_config(cfg) -> Performance:
     """The ``performance`` config group without its batching keys (those select the batched path)."""
     node = dict(cfg.get("performance") or {})
-    for key in ("batch_size", "batch_vary", "batch_mode"):
+    for key in ("batch_size", "batch_vary", "batch_indices", "batch_mode"):
         node.pop(key, None)
     return Performance(**node)
 

@@ -118,9 +118,9 @@ def train(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     check_wandb_reachable(cfg.get("logger"))
-    if (cfg.get("performance") or {}).get("batch_size", 1) > 1:
-        from untrained.batched import train_batched
+    from untrained.batched import batch_size, train_batched
 
+    if batch_size(cfg) > 1:
         return train_batched(cfg)
     module = build_module(cfg)
     callbacks = [build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c is not None]
