@@ -48,7 +48,7 @@ from untrained.callbacks.base import ReportingCallback
 from untrained.callbacks.progress import show_progress
 from untrained.data.problem import InverseProblem
 from untrained.errors import UserError
-from untrained.fast import Performance, StepGraph, performance_from_config, step_graph_wanted
+from untrained.fast import Performance, StepGraph, graph_recorded, performance_from_config, step_graph_wanted
 from untrained.methods.base import Method, StepOutput
 from untrained.module import StepIndices, UntrainedModule, step_tools
 from untrained.outputs import write_json_atomic, write_run_outputs
@@ -184,8 +184,7 @@ class BatchedModule(L.LightningModule):
 
     def performance_report(self) -> dict:
         """The switches as they ran (a CUDA graph whose recording failed is off)."""
-        step = self.optimization_step
-        return {**self.settings, "cuda_graphs": isinstance(step, StepGraph) and step.graph is not None}
+        return {**self.settings, "cuda_graphs": graph_recorded(self.optimization_step)}
 
     def optimization_step(self, step: int, optimizer, backward) -> StepOutput:
         """One optimizer step of every member; ``loss`` holds the B members' losses."""
@@ -359,7 +358,7 @@ def build_batched(cfg: DictConfig) -> tuple[BatchedModule, list[DictConfig], lis
 
 def train_batched(cfg: DictConfig) -> dict:
     """Fit ``performance.batch_size`` members together; write each member's outputs and a batch summary."""
-    from untrained.train import build, close_experiment, device_name
+    from untrained.train import build, close_experiment, device_name, run_report
 
     output_dir = Path(cfg.paths.output_dir)
     module, configs, callbacks = build_batched(cfg)
@@ -377,17 +376,8 @@ def train_batched(cfg: DictConfig) -> dict:
 
     results = []
     for b, (member, member_cfg) in enumerate(zip(members, configs)):
-        metrics = member.summary()
-        metrics.update(
-            steps=int(trainer.global_step), task=cfg.task.get("name"), method=cfg.method.get("name"),
-            seed=int(member_cfg.seed), member=b, batch_size=size, wall_time_s=wall_time,
-            seconds_per_step=wall_time / max(trainer.global_step, 1), device=device_name(trainer),
-            task_index=member_cfg.task.get("index"), task_info=member.problem.info,
-        )
-        images = {}
-        for callback in reporting[b]:
-            metrics.update(callback.report(member))
-            images.update(callback.images(member))
+        metrics, images = run_report(member_cfg, member, trainer, wall_time, reporting[b])
+        metrics.update(member=b, batch_size=size, task_index=member_cfg.task.get("index"))
         write_run_outputs(output_dir / f"member_{b}", member, metrics, images)
         results.append(metrics)
     completed = [m for m in results if m["status"] == "completed"]

@@ -253,6 +253,11 @@ class StepGraph:
         return StepOutput(out.loss.detach().clone(), out.output, {k: v.clone() for k, v in out.logs.items()})
 
 
+def graph_recorded(step) -> bool:
+    """Whether ``step`` is a :class:`StepGraph` whose recording succeeded (what ran, for metrics.json)."""
+    return isinstance(step, StepGraph) and step.graph is not None
+
+
 def step_capturable(method, problem) -> bool:
     """Whether ``method``'s step on ``problem`` is the same GPU work every step (see ``Method.capturable_step``
     and ``Operator.capturable``), so that it may be recorded as a CUDA graph."""
@@ -288,9 +293,8 @@ class PerformanceCallback(ReportingCallback):
     def report(self, module) -> dict:
         """The switches as they ran: a CUDA graph whose recording failed, or a compilation that fell back, is off."""
         ran = dict(self.settings)
-        step = module.method.optimization_step
-        if ran.get("cuda_graphs") and isinstance(step, StepGraph):
-            ran["cuda_graphs"] = step.graph is not None  # a failed recording leaves no graph
+        if ran.get("cuda_graphs"):
+            ran["cuda_graphs"] = graph_recorded(module.method.optimization_step)
         compiled = [getattr(module.network, "compiled_forward", None), module.problem.data_loss]
         if ran.get("compile"):
             ran["compile"] = not any(isinstance(c, CompiledWithFallback) and c.failed for c in compiled)

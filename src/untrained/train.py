@@ -68,7 +68,8 @@ def check_network_fits(network, image_shape: tuple[int, ...]) -> None:
     if getattr(network, "normalises_coarsest_scale", False) and math.prod(n // factor for n in spatial) < 2:
         raise UserError(
             f"The image ({'x'.join(map(str, spatial))}) leaves one pixel at the network's coarsest scale (downsampling "
-            f"factor {factor}), where BatchNorm has nothing to normalise: use task.size >= {2 * factor} or fewer network scales."
+            f"factor {factor}), where BatchNorm has nothing to normalise: use task.size >= {2 * factor} or fewer "
+            f"network scales."
         )
 
 
@@ -83,6 +84,29 @@ def device_name(trainer: L.Trainer) -> str:
     """The device the fit ran on (Lightning moves the module back to the CPU when the fit ends)."""
     device = trainer.strategy.root_device
     return str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+
+
+def run_report(cfg: DictConfig, module, trainer: L.Trainer, wall_time: float, callbacks) -> tuple[dict, dict]:
+    """A fitted module's metrics.json entries and images: its summary, the run's settings and what its
+    reporting callbacks add."""
+    steps = int(trainer.global_step)
+    metrics = module.summary()
+    metrics.update(
+        steps=steps,
+        task=cfg.task.get("name"),
+        method=cfg.method.get("name"),
+        seed=int(cfg.seed),
+        wall_time_s=wall_time,
+        seconds_per_step=wall_time / max(steps, 1),
+        device=device_name(trainer),
+        task_info=module.problem.info,  # what a re-analysis needs: noise level, mask, data scale, views...
+    )
+    images = {}
+    for callback in callbacks:
+        if isinstance(callback, ReportingCallback):
+            metrics.update(callback.report(module))
+            images.update(callback.images(module))
+    return metrics, images
 
 
 def check_wandb_reachable(logger_cfg: DictConfig | None) -> None:
@@ -145,21 +169,7 @@ def train(cfg: DictConfig) -> dict:
         checkpointing.exit_after_signal()
     wall_time = time.perf_counter() - start + (checkpointing.elapsed_before if checkpointing else 0.0)
 
-    metrics = module.summary()
-    metrics.update(
-        task=cfg.task.get("name"),
-        method=cfg.method.get("name"),
-        seed=int(cfg.seed),
-        wall_time_s=wall_time,
-        seconds_per_step=wall_time / max(metrics["steps"], 1),
-        device=device_name(trainer),
-        task_info=module.problem.info,  # what a re-analysis needs: noise level, mask, data scale, views...
-    )
-    images = {}
-    for callback in callbacks:
-        if isinstance(callback, ReportingCallback):
-            metrics.update(callback.report(module))
-            images.update(callback.images(module))
+    metrics, images = run_report(cfg, module, trainer, wall_time, callbacks)
     write_run_outputs(output_dir, module, metrics, images)
     if checkpointing:
         checkpointing.finish()

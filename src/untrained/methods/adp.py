@@ -3,7 +3,8 @@
     min_B  U(B) = ½||A x(B) − y||² + β ||B − A||_{H¹}         (upper level, ADP-H¹; β = 0: plain ADP)
     x(B) = argmin_x ½||Bx − y||² + αR(x)                       (lower level, network=unrolled_pg)
 
-Three solvers (``solver``), each making exactly one ``optimizer.step()`` on B per step (the configured optimizer, SGD by default):
+Three solvers (``solver``), each making exactly one ``optimizer.step()`` on B per step (the configured
+optimizer, SGD by default):
 
 * ``unrolled``: backpropagate through the network's L layers, started at the previous step's output
   (Dittmer et al., App. 3: the implicit network grows by L layers per update; Arndt's "LISTA L=∞").

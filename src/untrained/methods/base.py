@@ -24,7 +24,8 @@ from torch import nn
 from untrained.data.problem import InverseProblem
 from untrained.errors import UserError
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "rprop": torch.optim.Rprop}
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+              "rmsprop": torch.optim.RMSprop, "rprop": torch.optim.Rprop}
 
 
 @dataclass

@@ -5,7 +5,6 @@ operator, Ulyanov et al. 2018).
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
