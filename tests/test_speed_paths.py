@@ -171,6 +171,8 @@ def test_batched_fit_of_chosen_task_indices(make_cfg, tmp_path):
         assert member["best_psnr"] == single["best_psnr"] and member["final_loss"] == single["final_loss"]
     with pytest.raises(UserError, match="batch_indices"):
         train(make_cfg(base + ["performance.batch_indices=[1,2]", "performance.batch_size=3"], subdir="bad"))
+    with pytest.raises(UserError, match="whole numbers"):
+        train(make_cfg(base + ["performance.batch_indices=[1,b]"], subdir="bad_entry"))
 
 
 def test_batched_early_stopping_runs_per_member(make_cfg):

@@ -308,6 +308,8 @@ def batch_size(cfg: DictConfig) -> int:
         return size
     if len(indices) < 2:
         raise UserError("performance.batch_indices needs two or more task indices; for one, set task.index.")
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+        raise UserError(f"performance.batch_indices must be whole numbers, e.g. [3,7,12], got {list(indices)}.")
     if size not in (1, len(indices)):
         raise UserError(f"performance.batch_size={size} but performance.batch_indices has {len(indices)} entries: "
                         f"give only batch_indices.")
@@ -332,7 +334,7 @@ def member_config(cfg: DictConfig, index: int) -> DictConfig:
             if "index" not in cfg.task:
                 raise UserError(f"Task '{cfg.task.get('name')}' has no index: remove index from performance.batch_vary "
                                 f"and performance.batch_indices.")
-            member.task.index = int(indices[index]) if indices is not None else cfg.task.index + index
+            member.task.index = indices[index] if indices is not None else cfg.task.index + index
     return member
 
 
