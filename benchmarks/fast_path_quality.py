@@ -30,7 +30,9 @@ VARIANTS = {  # key: (description, switches)
 
 def write_report(args, rows: list[dict]) -> dict:
     report = {"machine": machine(), "settings": vars(args), "rows": rows}
-    lines = [f"# Fast path quality: denoising {args.size}², {args.steps} steps, seed {args.seed}"
+    chosen = dict(o.split("=", 1) for o in args.override if o.split("=", 1)[0] in ("task", "method", "network"))
+    problem = " ".join(f"{k}={v}" for k, v in chosen.items()) or "denoising"
+    lines = [f"# Fast path quality: {problem}, {args.size}², {args.steps} steps, seed {args.seed}"
              f"{', small network' if args.small_network else ''} ({report['machine'].get('gpu', 'CPU')})", "",
              "| variant | best PSNR | Δ vs the first | final PSNR | best step | wall s |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['variant']} | {r['best_psnr']:.3f} | {r['best_psnr_minus_first']:+.3f} | {r['final_psnr']:.3f} | "

@@ -44,7 +44,7 @@ from hydra.core.global_hydra import GlobalHydra
 from untrained.batched import batch_size, build_batched
 from untrained.callbacks.base import StepCallback
 from untrained.fast import (HostSyncCounter, StepGraph, accelerate, first_line, performance_callbacks,
-                            performance_from_config, step_capturable)
+                            performance_from_config, reuse_freed_memory)
 from untrained.methods.base import Method
 from untrained.train import build, build_module, close_experiment
 
@@ -65,7 +65,10 @@ FAST_VARIANTS = {
     "untrained_bf16": switches(autocast=True, channels_last=True),
     "untrained_compiled": switches(autocast=True, channels_last=True, compile=True),
     "untrained_fast": switches(True, True, True, True),
+    "untrained_default": [],  # the switches at auto: what a run gets on this machine
 }
+# Fast variants timed again in a bare loop (bare_fast, bare_default): the framework's overhead.
+BARE_TWINS = ("untrained_fast", "untrained_default")
 
 
 # Configs -----------------------------------------------------------------------------------------
@@ -261,8 +264,7 @@ def fit_bare(cfg, device: torch.device, memory: PeakMemory) -> list[float]:
     loss every ``module.log_every`` steps. The framework's step time over this one is its overhead."""
     module = build_module(cfg).to(device)
     performance = performance_from_config(cfg)
-    settings = accelerate(module.network, module.problem, device, performance,
-                          step_capturable(module.method, module.problem))
+    settings = accelerate(module.network, module.problem, device, performance, module.method)
     step_fn = StepGraph(module.method.optimization_step) if settings["cuda_graphs"] else module.method.optimization_step
     module.network.train()
     optimizer = module.method.configure_optimizer(module.network)
@@ -318,8 +320,8 @@ def benchmark_combo(task: str, network: str, device_name: str, args) -> dict:
         variants = {"plain": None, "untrained": timed + EAGER}
         if args.fast:
             variants.update({name: timed + FAST_VARIANTS[name] for name in args.fast_variants})
-            if "untrained_fast" in args.fast_variants:
-                variants["bare_fast"] = timed + FAST_VARIANTS["untrained_fast"]
+            variants.update({name.replace("untrained", "bare"): timed + FAST_VARIANTS[name]
+                             for name in BARE_TWINS if name in args.fast_variants})
         samples = {name: [] for name in variants}
         overheads, plain_reads = {}, []
         memory = {name: PeakMemory(device) for name in variants}
@@ -359,11 +361,12 @@ def benchmark_batched(device_name: str, args) -> dict:
 
     Timed fp32 eager (``eager``: vmapped members; ``loop``: one member after the other, see
     ``performance.batch_mode``) and, on a GPU, vmapped with the CUDA graph of the step (``graph``, the GPU
-    default); B = 1 is the ordinary single-run path.
+    default), on a CPU with every switch at auto (``default``); B = 1 is the ordinary single-run path.
     """
     device = torch.device("cuda" if device_name == "gpu" else "cpu")
     modes = {"eager": EAGER + ["performance.batch_mode=vmap"], "loop": EAGER + ["performance.batch_mode=loop"],
-             **({"graph": switches(cuda_graphs=True) + ["performance.batch_mode=vmap"]} if device.type == "cuda" else {})}
+             **({"graph": switches(cuda_graphs=True) + ["performance.batch_mode=vmap"]} if device.type == "cuda"
+                else {"default": []})}  # the CPU default: loop, bf16 + channels-last on AMX CPUs
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         overrides = base_overrides("denoising", "skip", device_name, args, tmp)
@@ -448,14 +451,18 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, help="untimed steps per round (default 2; quick 1)")
     parser.add_argument("--rounds", type=int, help="alternating rounds (default 2; quick 1)")
     parser.add_argument("--fast", action="store_true", help="also time the fast path (performance.*=true)")
-    parser.add_argument("--fast-variants", nargs="*", default=list(FAST_VARIANTS), choices=list(FAST_VARIANTS),
-                        help="which parts of the fast path --fast times (default: all; untrained_fast adds bare_fast, "
-                             "the same step without Lightning, callbacks or logger)")
+    parser.add_argument("--fast-variants", nargs="*", default=[v for v in FAST_VARIANTS if v != "untrained_default"],
+                        choices=list(FAST_VARIANTS),
+                        help="which parts of the fast path --fast times (default: all but untrained_default, the switches "
+                             "at auto, which on a GPU is untrained_fast); untrained_fast and untrained_default add "
+                             "bare_fast and bare_default, the same step without Lightning, callbacks or logger")
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",") if x], default=None,
                         help="batched fits to time, e.g. 1,2,4 (default: none; quick: 1,2)")
     parser.add_argument("--batch-image-size", type=int, help="image size of the batched fits (default 64; quick 32)")
     parser.add_argument("--host-reads", action="store_true",
                         help="also count tensor → host reads per step (denoising × skip, tiny size)")
+    parser.add_argument("--keep-malloc-defaults", action="store_true",
+                        help="leave glibc's malloc settings alone (train() makes it reuse freed memory: fast.reuse_freed_memory)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--name", help="output file name (default: <devices>[-quick])")
     parser.add_argument("override", nargs="*", help="extra Hydra overrides for every run, e.g. module.log_every=50")
@@ -473,6 +480,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if not args.keep_malloc_defaults:
+        reuse_freed_memory()  # as train() does; every variant runs with it
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     tasks = args.tasks or config_names("task")

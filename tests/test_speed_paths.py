@@ -7,15 +7,21 @@ path computes the same reconstruction as the plain one.
 import json
 import logging
 import math
+import resource
+import sys
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
 
+from untrained import fast
 from untrained.batched import build_batched, member_config
 from untrained.errors import UserError
-from untrained.fast import CompiledWithFallback, HostSyncCounter, Performance, accelerate_network, performance_callbacks
+from untrained.fast import (CompiledWithFallback, HostSyncCounter, Performance, accelerate_network, performance_callbacks,
+                            reuse_freed_memory)
+from untrained.networks.deep_decoder import DeepDecoder
+from untrained.networks.skip import SkipNet
 from untrained.train import build, build_module, train
 
 STEPS = ["trainer.max_steps=8", "seed=5"]
@@ -42,11 +48,23 @@ def eager_run():
     return fit(compose_config(STEPS))[0]
 
 
-def test_auto_settings_are_off_on_cpu_and_requests_are_explained(caplog):
-    network = torch.nn.Conv2d(1, 1, 1)
-    assert not any(Performance().resolve(torch.device("cpu"), network).values())
+def test_auto_settings_on_cpu_and_requests_are_explained(caplog, monkeypatch):
+    """On a CPU, auto turns bf16 and channels-last on for 2D image networks with the standard step where
+    the CPU has bf16 matrix units (AMX), never compilation or graphs; requests that cannot be honoured say why."""
+    cpu, image_network, signal_network = torch.device("cpu"), SkipNet(1, 1, 8, 8, 2, num_scales=2), SkipNet(1, 1, 8, 8, 2, num_scales=2, dim=1)
+    expected = fast.cpu_has_bf16_matrix_units()
+    on = Performance().resolve(cpu, image_network)
+    assert on == {"autocast": expected, "channels_last": expected, "compile": False, "cuda_graphs": False}
+    for has_amx in (True, False):
+        monkeypatch.setattr(fast, "cpu_has_bf16_matrix_units", lambda has_amx=has_amx: has_amx)
+        assert Performance().resolve(cpu, image_network)["autocast"] is has_amx
+        assert Performance().resolve(cpu, image_network, operator_capturable=False)["channels_last"] is has_amx  # CT
+        assert not any(Performance().resolve(cpu, signal_network).values())  # 1D
+        assert not any(Performance().resolve(cpu, image_network, method_capturable=False).values())  # e.g. OES
+        assert not any(Performance().resolve(cpu, DeepDecoder(4, 1, channels=4, blocks=2)).values())  # lost 0.4 dB in bf16
+        assert not any(Performance(autocast=False, channels_last=False).resolve(cpu, image_network).values())
     with caplog.at_level(logging.WARNING, logger="untrained.fast"):
-        settings = Performance(cuda_graphs=True).resolve(torch.device("cpu"), network)
+        settings = Performance(cuda_graphs=True).resolve(cpu, image_network)
     assert not settings["cuda_graphs"] and "need a CUDA device" in caplog.text
     with pytest.raises(UserError, match="performance.compile"):
         Performance(compile="yes")
@@ -55,10 +73,13 @@ def test_auto_settings_are_off_on_cpu_and_requests_are_explained(caplog):
 def test_auto_pairs_the_fast_path_with_the_cuda_graph_of_capturable_steps():
     """On a GPU (resolved without one: only the rule is tested), auto turns bf16/channels-last/compile on
     with the CUDA graph, and all of them off for steps that cannot be recorded (OES, CT's external ASTRA kernels)."""
-    network, cuda = torch.nn.Conv2d(1, 1, 1), torch.device("cuda")
-    on = Performance().resolve(cuda, network, capturable_step=True)
+    network, cuda = SkipNet(1, 1, 8, 8, 2, num_scales=2), torch.device("cuda")
+    on = Performance().resolve(cuda, network)
     assert on["cuda_graphs"] and on["compile"] and on["channels_last"]
-    assert not any(Performance().resolve(cuda, network, capturable_step=False).values())
+    assert not any(Performance().resolve(cuda, network, method_capturable=False).values())
+    assert not any(Performance().resolve(cuda, network, operator_capturable=False).values())
+    decoder = Performance().resolve(cuda, DeepDecoder(4, 1, channels=4, blocks=2))  # not autocast_safe
+    assert decoder["cuda_graphs"] and not decoder["autocast"]
 
 
 def test_a_compile_failure_in_the_backward_pass_falls_back_to_eager(make_cfg, caplog):
@@ -136,18 +157,22 @@ def test_batched_fit_equals_separate_runs(make_cfg, tmp_path):
                                     "batch_mode": "vmap"}
 
 
-def test_batched_loop_mode_is_bit_for_bit_the_separate_runs(make_cfg, tmp_path):
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16_channels_last"])
+def test_batched_loop_mode_is_bit_for_bit_the_separate_runs(make_cfg, tmp_path, bf16):
     """performance.batch_mode=loop: each member through the plain operations of its separate run, on views
-    of the stacked weights, and Adam element by element on the stack: the very same numbers."""
+    of the stacked weights, and Adam element by element on the stack: the very same numbers, with the
+    separate runs' bf16 autocast and channels-last too (auto on AMX CPUs)."""
+    switches = [f"performance.autocast={str(bf16).lower()}", f"performance.channels_last={str(bf16).lower()}"]
     cfg = make_cfg(["trainer.max_steps=6", "seed=3", "module.log_every=4", "performance.batch_size=2",
-                    "performance.batch_mode=loop", "method.exp_weight=0.9"], subdir="loop")
+                    "performance.batch_mode=loop", "method.exp_weight=0.9", *switches], subdir="loop")
     batched = train(cfg)
     for b in range(2):
         single, _ = fit(member_config(cfg, b))
         history = json.loads((tmp_path / "loop" / f"member_{b}" / "history.json").read_text())
         assert history["loss"] == single.history["loss"] and history["psnr"] == single.history["psnr"]
         assert batched["members"][b]["best_psnr"] == single.summary()["best_psnr"]
-    assert batched["performance"]["batch_mode"] == "loop"
+    assert batched["performance"] == {"autocast": bf16, "channels_last": bf16, "compile": False, "cuda_graphs": False,
+                                      "batch_mode": "loop"}
     with pytest.raises(UserError, match="batch_mode"):
         train(make_cfg(["performance.batch_size=2", "performance.batch_mode=grouped"], subdir="bad"))
 
@@ -222,7 +247,7 @@ def test_benchmark_quick_mode(tmp_path):
     assert variants["plain"]["ratio_to_plain"] == 1.0 and variants["untrained"]["seconds_per_step"] > 0
     assert variants["untrained"]["full_reconstruction_s"] == pytest.approx(variants["untrained"]["seconds_per_step"] * 3000)
     assert [(row["mode"], row["batch_size"]) for row in report["batched"][0]["rows"]] == \
-        [("eager", 1), ("eager", 2), ("loop", 1), ("loop", 2)]
+        [("eager", 1), ("eager", 2), ("loop", 1), ("loop", 2), ("default", 1), ("default", 2)]
     saved = json.loads((tmp_path / "cpu-quick.json").read_text())
     assert saved["machine"]["torch"] == torch.__version__
     assert "| denoising | skip | cpu | untrained |" in (tmp_path / "cpu-quick.md").read_text()
@@ -251,3 +276,18 @@ def test_steps_bypass_lightning_wrappers_only_where_they_would_do_nothing(make_c
     assert set(direct.lanes) == {DirectOptimizer} and DirectOptimizer not in set(wrapped.lanes)
     assert wrapped.calls == 8 and hooked_module.trainer.global_step == plain_module.trainer.global_step == 8
     assert hooked_module.history["loss"] == plain_module.history["loss"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_steps_freed_activation_maps_are_reused_without_page_faults():
+    """A step allocates its activation maps and frees them all. With glibc's default thresholds the freed heap
+    top is trimmed and every step faults its maps in again (measured: ~16,000 faults per step of 8 maps of
+    8 MiB); after reuse_freed_memory (train() calls it) the steady state faults in no pages."""
+    assert reuse_freed_memory()
+    faults = []
+    for _ in range(6):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        maps = [torch.ones(2 * 2**20) for _ in range(8)]  # written through: 8 maps of 8 MiB
+        del maps
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    assert max(faults[-3:]) < 100, faults  # the first steps settle the heap

@@ -21,8 +21,10 @@ update rules) are not supported. With input perturbations (``reg_noise_std``, Se
 member draws its own noise, but not from the stream its separate run would use.
 
 On a GPU the batched step is recorded as one CUDA graph (``fast.StepGraph``) under the same rule as
-single runs (``performance.cuda_graphs``). bf16 autocast, channels-last and compilation are not applied:
-autocast has no effect on vmapped operations (torch 2.13: their outputs stay fp32, inside or around vmap).
+single runs (``performance.cuda_graphs``). bf16 autocast and channels-last apply in ``loop`` mode, as in
+the separate runs (on the CPU: where ``auto`` turns them on, see ``fast``); in ``vmap`` mode they are
+off, as autocast has no effect on vmapped operations (torch 2.13: their outputs stay fp32, inside or
+around vmap). Compilation is not applied to batched fits.
 
 Each member's outputs go to ``<output_dir>/member_<b>/`` (the files of a single run); the batch
 summary goes to ``<output_dir>/metrics.json``.
@@ -48,7 +50,8 @@ from untrained.callbacks.base import ReportingCallback
 from untrained.callbacks.progress import show_progress
 from untrained.data.problem import InverseProblem
 from untrained.errors import UserError
-from untrained.fast import Performance, StepGraph, graph_recorded, performance_from_config, step_graph_wanted
+from untrained.fast import (Performance, StepGraph, accelerate_network, graph_recorded, performance_from_config,
+                           resolve_for)
 from untrained.methods.base import Method, StepOutput
 from untrained.module import StepIndices, UntrainedModule, step_tools
 from untrained.outputs import write_json_atomic, write_run_outputs
@@ -174,12 +177,21 @@ class BatchedModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         first = self.members[0]
-        graph = step_graph_wanted(self.performance, self.device, first.network, first.method, first.problem)
         if self.requested_mode == "auto":  # measured: see conf/performance/default.yaml
             self.mode = "vmap" if self.device.type == "cuda" else "loop"
-        self.settings = {"autocast": False, "channels_last": False, "compile": False, "cuda_graphs": graph,
-                         "batch_mode": self.mode}
-        if graph:
+        wanted = resolve_for(self.performance, self.device, first.network, first.method, first.problem)
+        # bf16 autocast has no effect on vmapped operations (their outputs stay fp32); the loop runs each
+        # member's plain operations, which take bf16 and channels-last as its separate run does.
+        looped = self.mode == "loop"
+        applied = {"autocast": wanted["autocast"] and looped, "channels_last": wanted["channels_last"] and looped,
+                   "compile": False, "cuda_graphs": wanted["cuda_graphs"]}
+        dropped = [k for k in ("autocast", "channels_last", "compile") if getattr(self.performance, k) is True and not applied[k]]
+        if dropped:
+            log.warning("performance.%s not applied to batched fits in %s mode (compilation never; bf16 and "
+                        "channels-last in loop mode only).", "/".join(dropped), self.mode)
+        accelerate_network(self.template.network, self.device, applied)  # the members' calls go through it
+        self.settings = {**applied, "batch_mode": self.mode}
+        if applied["cuda_graphs"]:
             self.optimization_step = StepGraph(self.optimization_step)
 
     def performance_report(self) -> dict:
@@ -353,8 +365,6 @@ def build_batched(cfg: DictConfig) -> tuple[BatchedModule, list[DictConfig], lis
         reporting.append([c for c in built if isinstance(c, ReportingCallback)])
         if b == 0:
             shared = [c for c in built if not isinstance(c, ReportingCallback)]
-    if performance.compile is True or performance.autocast is True or performance.channels_last is True:
-        log.warning("performance.compile/autocast/channels_last are not applied to batched fits: they run fp32 eager.")
     return module, configs, shared + [MemberCallbacks(reporting)]
 
 

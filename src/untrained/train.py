@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from untrained.callbacks.base import ReportingCallback
 from untrained.errors import UserError
-from untrained.fast import performance_callbacks
+from untrained.fast import performance_callbacks, performance_from_config, reuse_freed_memory
 from untrained.module import UntrainedModule
 from untrained.outputs import write_run_outputs
 
@@ -139,6 +139,8 @@ def build_module(cfg: DictConfig) -> UntrainedModule:
 
 def train(cfg: DictConfig) -> dict:
     """Fit one measurement; return the metrics written to ``metrics.json``."""
+    if performance_from_config(cfg).reuse_freed_memory:
+        reuse_freed_memory()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     check_wandb_reachable(cfg.get("logger"))

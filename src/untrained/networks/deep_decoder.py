@@ -30,6 +30,10 @@ class DeepDecoder(nn.Module):
         sigmoid: end with a sigmoid (images in [0, 1]).
     """
 
+    # Not for performance.autocast=auto: bf16 lost 0.40 dB of best PSNR against fp32 at the paper's 1900 steps
+    # (denoising 256², AMX CPU; benchmarks/results/cpu-fast-path-quality.md).
+    autocast_safe = False
+
     def __init__(self, in_channels: int, out_channels: int, channels: int = 128, blocks: int = 6,
                  upsample_mode: str = "bilinear", act: str = "ReLU", bn_affine: bool = True, sigmoid: bool = True):
         super().__init__()
