@@ -15,7 +15,9 @@ from untrained.train import build_module, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-GPU = ["trainer.accelerator=gpu", "performance.compile=false", "trainer.max_steps=40", "module.log_every=10"]
+# The GPU default (bf16 + channels-last with the graph), which the CPU tests' settings (conftest FAST) pin off.
+GPU = ["trainer.accelerator=gpu", "performance.compile=false", "trainer.max_steps=40", "module.log_every=10",
+       "performance.autocast=auto", "performance.channels_last=auto"]
 
 
 def fit(cfg):

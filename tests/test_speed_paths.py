@@ -291,3 +291,14 @@ def test_a_steps_freed_activation_maps_are_reused_without_page_faults():
         del maps
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     assert max(faults[-3:]) < 100, faults  # the first steps settle the heap
+
+
+def test_malloc_benchmark_runs_each_setting_in_a_fresh_process(tmp_path):
+    from benchmarks.malloc import main
+
+    small = ["task.size=32", "network.channels_down=[8,8]", "network.channels_up=[8,8]", "network.channels_skip=[2,2]"]
+    report = main(["--steps", "1", "--warmup", "1", "--out", str(tmp_path), *small])
+    assert [(r["switches"], r["reuse_freed_memory"]) for r in report["rows"]] == \
+        [("fp32", False), ("fp32", True), ("default", False), ("default", True)]
+    assert all(r["seconds_per_step"] > 0 for r in report["rows"])
+    assert "| fp32 | yes |" in (tmp_path / "cpu-malloc.md").read_text()

@@ -69,8 +69,9 @@ def reuse_freed_memory() -> bool:
     with fresh mappings (always above 32 MiB, e.g. a 128-channel fp32 map at 256²) and trims the freed heap
     top, so every step faults its maps in again: ~300,000 page faults per fp32 step of the 256² skip net.
     Here large blocks come from the heap and stay there. Measured on this CPU (2 cores, 256² skip net,
-    one fit per process): fp32 0.82 → 0.56 s per step, bf16 0.246 → 0.235 s, no page faults after the
-    first steps. Process-wide (a fit's process keeps its peak heap); glibc only (``performance.reuse_freed_memory``).
+    one fit per process, ``python -m benchmarks.malloc``): fp32 0.849 → 0.588 s per step, bf16 0.266 → 0.251 s,
+    no page faults after the first steps. Process-wide (a fit's process keeps its peak heap); glibc only
+    (``performance.reuse_freed_memory``).
     """
     if not sys.platform.startswith("linux"):
         return False
