@@ -68,6 +68,8 @@ def test_auto_settings_on_cpu_and_requests_are_explained(caplog, monkeypatch):
     assert not settings["cuda_graphs"] and "need a CUDA device" in caplog.text
     with pytest.raises(UserError, match="performance.compile"):
         Performance(compile="yes")
+    with pytest.raises(UserError, match="performance.reuse_freed_memory must be true or false"):
+        Performance(reuse_freed_memory="yes")
 
 
 def test_auto_pairs_the_fast_path_with_the_cuda_graph_of_capturable_steps():

@@ -108,6 +108,8 @@ class Performance:
             setattr(self, name, _switch(name, getattr(self, name)))
         if self.sync_debug not in (None, "warn", "error"):
             raise UserError(f"performance.sync_debug must be null, warn or error, got {self.sync_debug!r}.")
+        if not isinstance(self.reuse_freed_memory, bool):
+            raise UserError(f"performance.reuse_freed_memory must be true or false, got {self.reuse_freed_memory!r}.")
 
     def resolve(self, device: torch.device, network: nn.Module, method_capturable: bool = True,
                 operator_capturable: bool = True) -> dict[str, bool]:
