@@ -50,6 +50,9 @@ def wait_for(condition, seconds: float, what: str):
     pytest.fail(f"timed out waiting for {what}")
 
 
+ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
+
+
 def sacct_states(job: str, duplicates: bool = False) -> list[tuple[str, str]]:
     """(task, state) of each array task; with ``duplicates`` also the earlier instances of requeued tasks."""
     command = ["sacct", "-j", job, "-X", "-n", "-P", "-o", "JobID,State"] + (["-D"] if duplicates else [])
@@ -78,6 +81,8 @@ def test_sweep_is_one_job_array_and_a_requeued_task_resumes_exactly(cluster, tmp
                 subprocess.run(["scancel", job], timeout=30)
     assert sweep.returncode == 0, output[-3000:]
 
+    # The sweep returns once every task has written its result; slurmdbd may record the last end a moment later.
+    wait_for(lambda: not any(state in ACTIVE for _, state in sacct_states(job)), 60, "the accounting of every task's end")
     assert sacct_states(job) == [(f"{job}_{i}", "COMPLETED") for i in range(4)]
     assert (f"{job}_1", "REQUEUED") in sacct_states(job, duplicates=True)
     metrics = []
