@@ -276,7 +276,6 @@ class BatchedModule(L.LightningModule):
         return [Member(m.problem, m.network, m.method) for m in self.members]
 
 
-
 class MemberCallbacks(L.Callback):
     """Runs one copy of each reporting callback (early stopping...) per member, on that member's estimate.
 

@@ -191,8 +191,8 @@ class CompiledWithFallback:
 def accelerate_network(network: nn.Module, device: torch.device, settings: dict[str, bool], mode: str | None = None,
                        backend: str = "inductor") -> None:
     """Replace ``network.forward`` (on the instance) by the fast path; parameters keep their names."""
-    if not any(settings.values()) or getattr(network, "accelerated", False):
-        return  # nothing to do, or already done by an earlier fit of the same module
+    if not any(settings[k] for k in ("autocast", "channels_last", "compile")) or getattr(network, "accelerated", False):
+        return  # nothing changes the forward (the CUDA graph wraps the step), or done by an earlier fit of the module
     network.accelerated = True
     if settings["channels_last"]:
         network.to(memory_format=torch.channels_last)
