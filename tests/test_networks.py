@@ -32,3 +32,30 @@ def test_skip_net_shapes_and_options():
     signal_net = SkipNet(4, 1, [8, 8], [8, 8], [2, 2], dim=1)
     assert signal_net(torch.rand(1, 4, 64)).shape == (1, 1, 64)
     assert (SkipNet(4, 3, 8, 8, 2, num_scales=3)(torch.rand(1, 4, 16, 16)) <= 1).all()
+
+
+def test_channels_last_skip_net_keeps_gradients_dense_and_equal_to_nchw():
+    """In channels-last, the gradient torch.cat hands the upsampling is made dense channels-last (else its
+    backward falls back to the slow NCHW kernel); the gradients are those of the NCHW network."""
+    torch.manual_seed(0)
+    net = SkipNet(8, 3, [16] * 3, [16] * 3, [4] * 3)
+    z = torch.rand(1, 8, 32, 32)
+    net(z).square().sum().backward()
+    nchw_grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+
+    layouts = []  # of the gradient each upsampling's backward receives (a node pre-hook runs after tensor hooks)
+
+    def watch_backward(_module, _input, output):
+        output.grad_fn.register_prehook(
+            lambda grads: layouts.append(grads[0].is_contiguous(memory_format=torch.channels_last)))
+
+    for module in net.modules():
+        if isinstance(module, torch.nn.Upsample):
+            module.register_forward_hook(watch_backward)
+    net.to(memory_format=torch.channels_last)
+    net(z.contiguous(memory_format=torch.channels_last)).square().sum().backward()
+    assert layouts == [True] * 3
+    for nchw, channels_last in zip(nchw_grads, (p.grad for p in net.parameters()), strict=True):
+        # biases before a BatchNorm get gradients that are rounding noise, so the tolerance follows the largest
+        torch.testing.assert_close(channels_last, nchw, rtol=1e-4, atol=1e-4 * max(g.abs().max() for g in nchw_grads))
