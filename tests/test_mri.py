@@ -12,7 +12,7 @@ from fastmri.data.transforms import center_crop as fastmri_center_crop
 from untrained.data.espirit import calibration_region, espirit_maps
 from untrained.data.mri import birdcage_maps, column_mask, mri, simulate_coil_images
 from untrained.errors import UserError
-from untrained.operators.base import adjointness_error, conjugate_gradient
+from untrained.operators.base import adjointness_error, conjugate_gradient, euclidean_norm, mean_squared_magnitude
 from untrained.operators.mri import MultiCoilMRI, fft2c, ifft2c
 from untrained.train import train
 
@@ -230,3 +230,20 @@ def test_short_dip_run_beats_zero_filled(make_cfg, tmp_path):
     assert metrics["best_psnr"] > metrics["baseline_zero_filled_psnr"] + 0.5
     assert np.load(tmp_path / "run" / "best.npy").shape == (2, 64, 64)
     assert (tmp_path / "run" / "baseline_cg_sense.png").is_file()
+
+
+def test_kspace_losses_through_the_real_view_equal_the_complex_forms():
+    """The losses on complex k-space residuals (computed through the real view, for speed) give the values
+    and gradients of mean(|r|²) and torch.linalg.vector_norm on the complex tensor."""
+    residual = torch.randn(1, 4, 8, 6, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    for fast, reference in ((mean_squared_magnitude, lambda r: (r.abs() ** 2).mean()),
+                            (euclidean_norm, torch.linalg.vector_norm)):
+        values, grads = [], []
+        for loss in (fast, reference):
+            r = residual.clone().requires_grad_()
+            value = loss(r)
+            value.backward()
+            values.append(value.detach())
+            grads.append(r.grad)
+        torch.testing.assert_close(values[0], values[1])
+        torch.testing.assert_close(grads[0], grads[1])

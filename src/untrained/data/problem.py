@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from untrained.metrics import psnr, ssim
-from untrained.operators.base import Operator
+from untrained.operators.base import Operator, mean_squared_magnitude
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
@@ -76,8 +76,7 @@ class InverseProblem(nn.Module):
 
     def data_loss(self, x: torch.Tensor) -> torch.Tensor:
         """Mean squared data misfit ||A x - y||^2 / m, the DIP loss."""
-        r = self.residual(x)
-        return (r.abs() ** 2).mean() if r.is_complex() else (r**2).mean()
+        return mean_squared_magnitude(self.residual(x))
 
     # Evaluation ------------------------------------------------------------------------------
     @property

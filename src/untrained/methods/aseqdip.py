@@ -25,21 +25,10 @@ from torch import nn
 from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_at_least, check_choice
 from untrained.methods.base import Method, StepOutput
+from untrained.operators.base import euclidean_norm, mean_squared_magnitude
 
 LOSS_FORMS = ("mse", "norm")
 DATA_CONSISTENCY = ("auto", "always", "never")
-
-
-def squared_error(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of |a − b|² (MSE) over all entries; works for complex tensors."""
-    difference = a if b is None else a - b
-    return (difference.abs() ** 2).mean() if difference.is_complex() else (difference**2).mean()
-
-
-def l2_norm(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """The (unsquared) Euclidean norm ||a − b||, as ``torch.linalg.norm`` in the reference's MRI and CT scripts."""
-    difference = a if b is None else a - b
-    return torch.linalg.vector_norm(difference)
 
 
 def data_consistency(problem: InverseProblem, x: torch.Tensor) -> torch.Tensor:
@@ -88,9 +77,9 @@ class ASeqDIP(Method):
         z = self.network_input(step)
         output = network(z)
         if self.loss_form == "mse":
-            data, autoencoding = problem.data_loss(output), squared_error(output, self.z)
-        else:
-            data, autoencoding = l2_norm(problem.residual(output)), l2_norm(output, self.z)
+            data, autoencoding = problem.data_loss(output), mean_squared_magnitude(output - self.z)
+        else:  # unsquared norms, as torch.linalg.norm in the reference's MRI and CT scripts
+            data, autoencoding = euclidean_norm(problem.residual(output)), euclidean_norm(output - self.z)
         loss = data + self.ae_weight * autoencoding
         return StepOutput(loss, output, {"data_loss": data.detach(), "autoencoding": autoencoding.detach()})
 

@@ -24,6 +24,7 @@ from torch import nn
 from untrained.data.problem import InverseProblem
 from untrained.errors import UserError
 from untrained.methods.base import Method, StepOutput
+from untrained.operators.base import mean_squared_magnitude
 from untrained.outputs import save_png
 
 
@@ -67,7 +68,7 @@ class DoubleOverParameterization(Method):
     def training_loss(self, network: nn.Module, problem: InverseProblem, step: int) -> StepOutput:
         output = network(self.network_input(step))
         residual = problem.forward_model(output) + self.corruption() - problem.y
-        loss = residual.abs().mean() if self.loss == "l1" else (residual.abs() ** 2).mean()
+        loss = residual.abs().mean() if self.loss == "l1" else mean_squared_magnitude(residual)
         return StepOutput(loss, output, {"data_loss": problem.data_loss(output.detach())})
 
     def write_outputs(self, output_dir, problem: InverseProblem) -> None:
