@@ -23,6 +23,7 @@ VARIANTS = {  # key: (description, switches)
     "eager": ("fp32 eager", switches()),
     "graph": ("CUDA graph of the step (fp32)", switches(cuda_graphs=True)),
     "bf16": ("bf16 autocast + channels-last", switches(autocast=True, channels_last=True)),
+    "channels_last": ("channels-last (fp32)", switches(channels_last=True)),
     "compile": ("torch.compile (inductor)", switches(compile=True)),
     "all": ("all (bf16 + channels-last + compile + CUDA graph)", switches(True, True, True, True)),
 }

@@ -66,7 +66,9 @@ FAST_VARIANTS = {
     "untrained_compiled": switches(autocast=True, channels_last=True, compile=True),
     "untrained_fast": switches(True, True, True, True),
     "untrained_default": [],  # the switches at auto: what a run gets on this machine
+    "untrained_channels_last": switches(channels_last=True),  # fp32: the CPU default without bf16 matrix units
 }
+OPT_IN_VARIANTS = ("untrained_default", "untrained_channels_last")
 # Fast variants timed again in a bare loop (bare_fast, bare_default): the framework's overhead.
 BARE_TWINS = ("untrained_fast", "untrained_default")
 
@@ -451,10 +453,10 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, help="untimed steps per round (default 2; quick 1)")
     parser.add_argument("--rounds", type=int, help="alternating rounds (default 2; quick 1)")
     parser.add_argument("--fast", action="store_true", help="also time the fast path (performance.*=true)")
-    parser.add_argument("--fast-variants", nargs="*", default=[v for v in FAST_VARIANTS if v != "untrained_default"],
+    parser.add_argument("--fast-variants", nargs="*", default=[v for v in FAST_VARIANTS if v not in OPT_IN_VARIANTS],
                         choices=list(FAST_VARIANTS),
                         help="which parts of the fast path --fast times (default: all but untrained_default, the switches "
-                             "at auto, which on a GPU is untrained_fast); untrained_fast and untrained_default add "
+                             "at auto, which on a GPU is untrained_fast, and untrained_channels_last); untrained_fast and untrained_default add "
                              "bare_fast and bare_default, the same step without Lightning, callbacks or logger")
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",") if x], default=None,
                         help="batched fits to time, e.g. 1,2,4 (default: none; quick: 1,2)")

@@ -129,8 +129,10 @@ class Performance:
             # kernel launches, and bf16 casts and compiled-code guards made it slower, so auto pairs them with it.
             bf16, layout, compiled = graph and bf16_safe and torch.cuda.is_bf16_supported(), graph and images, graph
         else:
-            bf16 = layout = (device.type == "cpu" and method_capturable and images and bf16_safe
-                             and cpu_has_bf16_matrix_units())
+            # Measured on a CPU (benchmarks/results/cpu-*fast-path*.md): channels-last speeds fp32 steps up as
+            # well (skip net 1.17x, deep decoder 1.5x); bf16 pays off only with matrix units (AMX).
+            layout = device.type == "cpu" and method_capturable and images
+            bf16 = layout and bf16_safe and cpu_has_bf16_matrix_units()
             compiled = False
         resolved = {
             "autocast": bf16 if self.autocast == "auto" else bool(self.autocast),
