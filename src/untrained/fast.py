@@ -8,11 +8,11 @@ pre-training, whose own update rules were not checked under it):
   (``Operator.capturable``), and with it bf16 autocast (where the GPU supports bf16), channels-last
   (2D networks) and compilation. Without the graph a step is bound by kernel launches, where those
   three measured slower than fp32 eager on an H100.
-- on a CPU with bf16 matrix units (Intel AMX), bf16 autocast and channels-last for 2D image networks:
-  2.4-2.5x the plain fp32 loop's steps/s for the skip net and 1.9-2.1x for DRP's, on every 2D task (oneDNN
-  runs the bf16 convolutions on the AMX tiles; ``benchmarks/results/cpu-amx-fast-path.md``). Compilation
-  stays off on the CPU: it took a minute and gave a slower step (0.43 against 0.28 s at 256², skip net).
-  Other CPUs stay fp32.
+- on a CPU, channels-last for 2D image networks (in fp32 alone 1.14-1.17x the plain fp32 loop's steps/s for
+  the skip net, 1.2x for DRP's, 1.35-1.5x for the deep decoder), and bf16 autocast on top where the CPU has
+  bf16 matrix units (Intel AMX; oneDNN runs the bf16 convolutions on its tiles): 2.75-3.1x for the skip net
+  and 2.2-2.7x for DRP's, on every 2D task (``benchmarks/results/cpu-amx-fast-path.md``). Compilation stays
+  off on the CPU: it took a minute and gave a slower step (0.42 against 0.18 s at 256², skip net, bf16).
 
 bf16 autocast is used by ``auto`` only for networks with ``autocast_safe = True``: those whose fits were
 measured to keep their best PSNR within 0.1 dB of fp32 (the skip net, and DRP's one-scale skip net; not
