@@ -31,7 +31,8 @@ class DeepDecoder(nn.Module):
     """
 
     # Not for performance.autocast=auto: bf16 lost 0.40 dB of best PSNR against fp32 at the paper's 1900 steps
-    # (denoising 256², AMX CPU; benchmarks/results/cpu-fast-path-quality.md).
+    # (denoising 256², AMX CPU), more than fp32's own spread with the order of its sums (one thread instead of
+    # two: -0.28 dB; channels-last: -0.20 dB; benchmarks/results/cpu-fast-path-quality.md).
     autocast_safe = False
 
     def __init__(self, in_channels: int, out_channels: int, channels: int = 128, blocks: int = 6,
