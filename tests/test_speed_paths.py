@@ -306,3 +306,13 @@ def test_malloc_benchmark_runs_each_setting_in_a_fresh_process(tmp_path):
         [("fp32", False), ("fp32", True), ("default", False), ("default", True)]
     assert all(r["seconds_per_step"] > 0 for r in report["rows"])
     assert "| fp32 | yes |" in (tmp_path / "cpu-malloc.md").read_text()
+
+
+def test_fast_path_quality_records_what_each_variant_ran(tmp_path):
+    from benchmarks.fast_path_quality import main
+
+    report = main(["--size", "32", "--steps", "3", "--small-network", "--variants", "eager", "channels_last",
+                   "--out", str(tmp_path)])
+    assert [r["performance"]["channels_last"] for r in report["rows"]] == [False, True]
+    assert report["rows"][0]["best_psnr_minus_first"] == 0 and all(r["best_psnr"] > 0 for r in report["rows"])
+    assert "| channels-last (fp32) |" in (tmp_path / "fast_path_quality.md").read_text()
