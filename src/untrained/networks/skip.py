@@ -133,7 +133,7 @@ def _channels_last_grad(t: torch.Tensor) -> torch.Tensor:
 class SkipNet(nn.Module):
     """DIP's encoder-decoder with skip connections; see the module docstring for the layout."""
 
-    # bf16 autocast kept the best PSNR within 0.1 dB of fp32 (denoising 256², 1500 steps: +0.03 dB on an AMX
+    # bf16 autocast kept the best PSNR within 0.1 dB of fp32 (denoising 256², 1500 steps: -0.01 dB on an AMX
     # CPU, < 0.1 dB on an H100; benchmarks/results/*fast-path-quality*), so performance.autocast=auto may use it.
     autocast_safe = True
 
