@@ -3,27 +3,47 @@
 import logging
 import sys
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
 
-from untrained.errors import UserError
-from untrained.train import train
+def stopped_by_ctrl_c(log: logging.Logger | None = None):
+    """Ctrl-C before the fit has anything to save (libraries, data, W&B still loading): one line, exit 130.
+    During the fit the checkpoint callback handles Ctrl-C (it saves the run, then exits with 130)."""
+    if log:
+        log.warning("Stopped by Ctrl-C.")
+    else:
+        print("Stopped by Ctrl-C.", file=sys.stderr)
+    sys.exit(130)
+
+
+try:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import DictConfig
+
+    from untrained.errors import UserError
+    from untrained.train import train
+except KeyboardInterrupt:
+    stopped_by_ctrl_c()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    log = logging.getLogger("untrained")
     try:
         metrics = train(cfg)
     except UserError as error:
-        logging.getLogger("untrained").error("%s", error)
+        log.error("%s", error)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # Hydra marks this job failed and runs the sweep's other jobs
         sys.exit(2)
+    except KeyboardInterrupt:
+        stopped_by_ctrl_c(log)
     # The returned value is what Hydra sweepers optimise.
     return metrics.get("best_psnr", metrics.get("final_loss"))
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # while Hydra composes the config
+        stopped_by_ctrl_c()

@@ -68,12 +68,15 @@ def test_signal_checkpoints_and_resume_is_bit_for_bit(make_cfg, uninterrupted, t
         train(cfg)
     assert stopped.value.code == 128 + signal.SIGUSR2
     run_dir = Path(cfg.paths.output_dir)
-    assert not (run_dir / "metrics.json").exists()
+    interrupted = json.loads((run_dir / "metrics.json").read_text())  # what the run had, overwritten on resume
+    assert (interrupted["status"], interrupted["interrupted_by"], interrupted["steps"]) == ("interrupted", "SIGUSR2", 7)
+    assert json.loads((run_dir / "history.json").read_text())["step"] == list(range(7))
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 7
     assert {"method.z", "method.average", "best_image", "best_psnr"} <= set(checkpoint["state_dict"])
     assert checkpoint["optimizer_states"] and checkpoint["untrained"]["history"]["step"] == list(range(7))
     assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL  # handlers are given back after the fit
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
     train(make_cfg(SETTING))  # the same run directory: resumes from last.ckpt
     assert_same_run(uninterrupted, run_dir)

@@ -27,7 +27,10 @@ off, as autocast has no effect on vmapped operations (torch 2.13: their outputs 
 around vmap). Compilation is not applied to batched fits.
 
 Each member's outputs go to ``<output_dir>/member_<b>/`` (the files of a single run); the batch
-summary goes to ``<output_dir>/metrics.json``.
+summary goes to ``<output_dir>/metrics.json``. Batched fits are not checkpointed: on Ctrl-C or SIGTERM/SIGUSR1/
+SIGUSR2 (``checkpoint.on_signal``) a fit stops after the current step, writes every member's outputs and the
+summary with ``status: interrupted``, and exits with 128 + the signal (requeued like a single run); started again,
+it starts over.
 """
 
 from __future__ import annotations
@@ -41,12 +44,14 @@ from types import SimpleNamespace
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_, stack_module_state, vmap
 from torch.utils._pytree import tree_map
 
 from untrained.callbacks.base import ReportingCallback
+from untrained.callbacks.checkpoint import StopOnSignal
 from untrained.callbacks.progress import show_progress
 from untrained.data.problem import InverseProblem
 from untrained.errors import UserError
@@ -369,14 +374,19 @@ def build_batched(cfg: DictConfig) -> tuple[BatchedModule, list[DictConfig], lis
 
 def train_batched(cfg: DictConfig) -> dict:
     """Fit ``performance.batch_size`` members together; write each member's outputs and a batch summary."""
-    from untrained.train import build, close_experiment, device_name, run_report
+    from untrained.train import build, close_experiment, device_name, exit_code, run_report
 
     output_dir = Path(cfg.paths.output_dir)
     module, configs, callbacks = build_batched(cfg)
     members, size = module.members, len(module.members)
     reporting = callbacks[-1].per_member
+    checkpoint_cfg = cfg.get("checkpoint")  # its signal options; a batched fit has no checkpoint to save or resume
+    stopper = StopOnSignal(checkpoint_cfg.get("on_signal", True), checkpoint_cfg.get("requeue", True)) \
+        if checkpoint_cfg else None
+    callbacks += [stopper] if stopper else []
     logger = build(cfg.get("logger"), "logger") or False
-    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=logger)
+    plugins = {"plugins": [SLURMEnvironment(auto_requeue=False)]} if stopper and SLURMEnvironment.detect() else {}
+    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=logger, **plugins)
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -384,27 +394,39 @@ def train_batched(cfg: DictConfig) -> dict:
     trainer.fit(module)
     wall_time = time.perf_counter() - start
     module.unstack()
+    interrupted_by = stopper.interrupted_by if stopper else None
 
     results = []
     for b, (member, member_cfg) in enumerate(zip(members, configs)):
+        if interrupted_by and member.status == "completed":
+            member.status = "interrupted"
         metrics, images = run_report(member_cfg, member, trainer, wall_time, reporting[b])
         metrics.update(member=b, batch_size=size, task_index=member_cfg.task.get("index"))
+        if interrupted_by:
+            metrics["interrupted_by"] = interrupted_by
         write_run_outputs(output_dir / f"member_{b}", member, metrics, images)
         results.append(metrics)
-    completed = [m for m in results if m["status"] == "completed"]
+    finished = [m for m in results if m["status"] != "failed"]
+    status = ("interrupted" if interrupted_by else "completed") if finished else "failed"
     summary = {
-        "status": "completed" if completed else "failed", "batch_size": size, "steps": int(trainer.global_step),
+        "status": status, "batch_size": size, "steps": int(trainer.global_step),
         "wall_time_s": wall_time, "seconds_per_step": wall_time / max(trainer.global_step, 1),
         "reconstructions_per_hour": size * 3600 / wall_time if wall_time > 0 else None,
         "members": results, "device": device_name(trainer), "performance": module.performance_report(),
+        **({"interrupted_by": interrupted_by} if interrupted_by else {}),
     }
     for key in ("best_psnr", "final_psnr"):
-        values = [m[key] for m in completed if key in m]
+        values = [m[key] for m in finished if key in m]
         if values:
             summary[key] = sum(values) / len(values)
     write_json_atomic(summary, output_dir / "metrics.json")
     if logger:
-        logger.finalize("success" if completed else "failed")
-        close_experiment(logger)
+        logger.finalize("success" if status == "completed" else "failed")
+        close_experiment(logger, exit_code(status, stopper and stopper.interrupted))
+    if interrupted_by:
+        log.warning("Interrupted by %s at step %d of %d: every member's outputs are in %s (batched fits are not "
+                    "checkpointed: started again, the fit starts over)", interrupted_by, summary["steps"],
+                    trainer.max_steps, output_dir)
+        stopper.exit_after_signal()
     log.info("Finished %d members x %d steps in %.1f s. Outputs: %s", size, summary["steps"], wall_time, output_dir)
     return summary

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
+import shlex
 import socket
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -73,11 +76,29 @@ def check_network_fits(network, image_shape: tuple[int, ...]) -> None:
         )
 
 
-def close_experiment(logger) -> None:
-    """End a W&B run so the next run of a multirun in this process starts its own."""
+def close_experiment(logger, exit_code: int = 0) -> None:
+    """End a W&B run (a non-zero exit code marks it failed there) so the next run of a multirun in this process
+    starts its own."""
     finish = getattr(getattr(logger, "experiment", None), "finish", None)
     if callable(finish):
-        finish()
+        finish(exit_code=exit_code)
+
+
+def exit_code(status: str, signum: int | None) -> int:
+    """The process's exit code for a run's status: 0, 1 (failed), or 128 + the signal that interrupted it."""
+    return 128 + signum if status == "interrupted" else 0 if status == "completed" else 1
+
+
+def resume_command() -> str | None:
+    """The command that runs this Hydra job again in its own directory, where it resumes from ``last.ckpt``:
+    its command-line overrides plus ``hydra.run.dir`` (None outside a Hydra job, e.g. ``train(cfg)`` in tests)."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    run_dir = str(hydra_cfg.runtime.output_dir)
+    if not re.fullmatch(r"[\w/.:~+-]+", run_dir, flags=re.ASCII):  # characters Hydra's grammar reads as they are
+        run_dir = "'" + run_dir.replace("'", "\\'") + "'"
+    return shlex.join(["python", "train.py", *hydra_cfg.overrides.task, f"hydra.run.dir={run_dir}"])
 
 
 def device_name(trainer: L.Trainer) -> str:
@@ -167,20 +188,29 @@ def train(cfg: DictConfig) -> dict:
         trainer.fit(module, ckpt_path=checkpointing.resume_path() if checkpointing else None)
     except Exception as error:  # keep what the run has (best iterate, history), then report the error
         module.status, module.failure, crash = "failed", f"{type(error).__name__}: {error}", error
-    if checkpointing and checkpointing.interrupted:
-        checkpointing.exit_after_signal()
+    interrupted_by = checkpointing.interrupted_by if checkpointing else None
+    if interrupted_by and module.status != "failed":
+        module.status = "interrupted"  # after the fit: the checkpoint says "running", so a resumed run completes
     wall_time = time.perf_counter() - start + (checkpointing.elapsed_before if checkpointing else 0.0)
 
     metrics, images = run_report(cfg, module, trainer, wall_time, callbacks)
+    if interrupted_by:
+        metrics["interrupted_by"] = interrupted_by
     write_run_outputs(output_dir, module, metrics, images)
-    if checkpointing:
+    if checkpointing and not interrupted_by:
         checkpointing.finish()
     if logger:
         logger.log_metrics({f"summary/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=metrics["steps"])
         logger.finalize("success" if metrics["status"] == "completed" else "failed")
-        close_experiment(logger)
+        close_experiment(logger, exit_code(metrics["status"], checkpointing and checkpointing.interrupted))
     if crash is not None:
         raise crash
+    if interrupted_by:
+        log.warning("Interrupted by %s at step %d of %d: outputs in %s, checkpoint %s", interrupted_by,
+                    metrics["steps"], trainer.max_steps, output_dir, checkpointing.path)
+        command = resume_command()
+        log.warning("Resume with: %s", command) if command else log.warning("Run again in %s to resume.", output_dir)
+        checkpointing.exit_after_signal()
     if metrics["status"] == "failed":
         log.error("Run failed: %s. Best iterate kept in %s", metrics.get("failure"), output_dir)
     else:

@@ -1,13 +1,15 @@
-"""Preemption-safe runs: periodic atomic checkpoints, a checkpoint on SLURM's signals, automatic resume.
+"""Interruptible, preemption-safe runs: a checkpoint on Ctrl-C and SLURM's signals, periodic checkpoints, resume.
 
 SLURM warns a job before killing it: ``--signal`` (submitit: SIGUSR2, Lightning: SIGUSR1) before the time
-limit, SIGTERM on preemption, ``scontrol requeue`` and ``scancel``. While training, this callback turns
-all three into "finish the current step, write ``<dirpath>/last.ckpt``, stop": the handlers only note
-the signal, so a checkpoint is always taken between two steps. Then :meth:`exit_after_signal` requeues
-the job for SIGUSR1/SIGUSR2 (through the handler that was there before training, e.g. submitit's, which
-also re-pickles its submission; otherwise with ``scontrol requeue``), leaves SIGTERM to SLURM (it
-requeues a preempted or requeued job itself, and a cancelled job must stay cancelled), and exits.
-When the job starts again in the same run directory, ``train()`` resumes from ``last.ckpt``.
+limit, SIGTERM on preemption, ``scontrol requeue`` and ``scancel``; outside SLURM, SIGTERM comes from ``kill`` or a
+shutdown and SIGINT from Ctrl-C. While training, these callbacks turn all of them into "finish the current step,
+stop": the handlers only note the signal, so the run stops between two steps (:class:`PreemptionCheckpoint`
+writes ``<dirpath>/last.ckpt`` there), and ``train()`` writes the run's outputs (``status: interrupted``). Then
+:meth:`StopOnSignal.exit_after_signal` requeues the job for SIGUSR1/SIGUSR2 (through the handler that was there
+before training, e.g. submitit's, which also re-pickles its submission; otherwise with ``scontrol requeue``),
+leaves SIGTERM to SLURM (it requeues a preempted or requeued job itself, and a cancelled job must stay
+cancelled), and exits with 128 + the signal. A second Ctrl-C stops the process at once, without saving.
+When the run starts again in the same run directory, ``train()`` resumes from ``last.ckpt``.
 
 A checkpoint holds what Lightning saves (network, optimizer, all buffers of the module and the method:
 z, averages, masks, the best iterate; loop progress and step; every callback's ``state_dict``) plus the
@@ -34,7 +36,8 @@ from untrained.callbacks.base import StepCallback
 
 log = logging.getLogger(__name__)
 
-SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+SLURM_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+SIGNALS = SLURM_SIGNALS + (signal.SIGINT,)
 CHECKPOINT_NAME = "last.ckpt"
 
 
@@ -74,14 +77,110 @@ def slurm_job_id() -> str | None:
     return f"{array_job}_{task}" if array_job and task else os.environ.get("SLURM_JOB_ID")
 
 
-class PreemptionCheckpoint(StepCallback):
-    """Checkpoints every ``every_n_steps`` steps (0 = never) and on SIGUSR1/SIGUSR2/SIGTERM; resumes from them.
+class StopOnSignal(StepCallback):
+    """Turns Ctrl-C (SIGINT) and SIGUSR1/SIGUSR2/SIGTERM during a fit into "stop after the current step".
+
+    After the fit, ``train()`` writes the run's outputs and calls :meth:`exit_after_signal`. Batched fits use this
+    class alone (they are not checkpointed); single runs use :class:`PreemptionCheckpoint`, which also saves.
+
+    Args:
+        on_signal: catch the signals while fitting (otherwise they act as they would without this callback).
+        requeue: on SIGUSR1/SIGUSR2 inside a SLURM job, requeue it (submitit's own handler is used where present).
+    """
+
+    def __init__(self, on_signal: bool = True, requeue: bool = True):
+        self.on_signal, self.requeue = on_signal, requeue
+        self.received: int | None = None  # the signal noted by the handler, acted on after the current step
+        self.interrupted: int | None = None  # the signal the run stopped on
+        self.outer_handlers: dict[int, object] = {}
+
+    @property
+    def interrupted_by(self) -> str | None:
+        """The name of the signal the run stopped on (``"SIGINT"``...), or None."""
+        return None if self.interrupted is None else signal.Signals(self.interrupted).name
+
+    # Signals ------------------------------------------------------------------------------------
+    def catch(self, signals) -> None:
+        if self.on_signal and threading.current_thread() is threading.main_thread():
+            for signum in signals:
+                signal.signal(signum, self.note_signal)
+
+    def setup(self, trainer, module, stage) -> None:
+        # The handlers in place before Lightning registers its own (e.g. submitit's): chained to after a save.
+        self.outer_handlers = {s: signal.getsignal(s) for s in SIGNALS}
+        # Ctrl-C from the start of the fit: Lightning would end the process with exit(1), writing nothing.
+        # Lightning's own handlers (registered just before training) leave SIGINT alone.
+        self.catch([signal.SIGINT])
+
+    def on_train_start(self, trainer, module) -> None:
+        self.catch(SLURM_SIGNALS)  # after Lightning's registration, so these win while training
+
+    def note_signal(self, signum: int, frame) -> None:
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C stops the process at once
+            log.warning("Ctrl-C: saving the run after the current step (Ctrl-C again stops at once, without saving).")
+        else:
+            log.warning("Received %s: saving the run after the current step.", signal.Signals(signum).name)
+        if self.received is None:
+            self.received = signum
+
+    def restore_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in self.outer_handlers.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
+
+    def teardown(self, trainer, module, stage) -> None:
+        self.restore_handlers()
+
+    def on_exception(self, trainer, module, exception) -> None:
+        self.restore_handlers()  # Lightning skips the teardown hooks when the fit raises
+
+    # Stopping -----------------------------------------------------------------------------------
+    def on_step_end(self, trainer, module, step: int) -> None:
+        if self.received is not None:
+            module.end_batch()  # a Lightning batch may hold several steps: stop after this one
+
+    def take_signal(self, module) -> bool:
+        """Whether a signal arrived; if so the run stops on it, with its pending records flushed (here, while
+        logging is still allowed, not in on_train_end)."""
+        if self.received is None:
+            return False
+        self.interrupted, self.received = self.received, None
+        module.flush()
+        return True
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if self.take_signal(module):
+            trainer.should_stop = True
+
+    # After the run ------------------------------------------------------------------------------
+    def exit_after_signal(self) -> None:
+        """Requeue (SIGUSR1/SIGUSR2 inside SLURM) and end the process; called once the outputs are written."""
+        signum = self.interrupted
+        if signum in (signal.SIGUSR1, signal.SIGUSR2):
+            outer = self.outer_handlers.get(signum)
+            job = slurm_job_id()
+            if callable(outer):
+                outer(signum, None)  # e.g. submitit: re-pickles the submission, requeues, exits
+            elif self.requeue and job:
+                result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+                if result.returncode == 0:
+                    log.info("Requeued SLURM job %s", job)
+                else:
+                    log.error("Could not requeue SLURM job %s: %s", job, result.stderr.strip())
+        raise RunInterrupted(128 + signum)
+
+
+class PreemptionCheckpoint(StopOnSignal):
+    """Checkpoints every ``every_n_steps`` steps (0 = never) and on SIGINT/SIGUSR1/SIGUSR2/SIGTERM; resumes from them.
 
     Args:
         dirpath: where ``last.ckpt`` lives (the run directory's ``checkpoints/``).
         every_n_steps: periodic checkpoints (0: only on signals).
-        on_signal: catch SLURM's signals while training (otherwise they act as they would without this callback).
-        resume: start from ``last.ckpt`` when it exists (a requeued job, a crashed run started again).
+        on_signal: catch Ctrl-C and SLURM's signals while fitting (otherwise they act as they would without this
+            callback).
+        resume: start from ``last.ckpt`` when it exists (an interrupted or requeued run, a crashed run started again).
         requeue: on SIGUSR1/SIGUSR2 inside a SLURM job, requeue it (submitit's own handler is used where present).
         keep: keep ``last.ckpt`` after the run has finished (otherwise it is deleted once the outputs are written).
     """
@@ -90,12 +189,10 @@ class PreemptionCheckpoint(StepCallback):
                  requeue: bool = True, keep: bool = False):
         if every_n_steps < 0:
             raise ValueError("checkpoint.every_n_steps must be >= 0 (0 = no periodic checkpoints).")
+        super().__init__(on_signal, requeue)
         self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
-        self.on_signal, self.resume, self.requeue, self.keep = on_signal, resume, requeue, keep
-        self.received: int | None = None  # the signal noted by the handler, acted on after the current step
-        self.interrupted: int | None = None  # the signal the run stopped on
+        self.resume, self.keep = resume, keep
         self.elapsed_before = 0.0  # training seconds of the earlier segments of a resumed run
-        self.outer_handlers: dict[int, object] = {}
         self.segment_start = time.perf_counter()
 
     @property
@@ -113,27 +210,10 @@ class PreemptionCheckpoint(StepCallback):
     def elapsed_s(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.segment_start
 
-    # Signals ------------------------------------------------------------------------------------
-    def setup(self, trainer, module, stage) -> None:
-        # The handlers in place before Lightning registers its own (e.g. submitit's): chained to after a save.
-        self.outer_handlers = {s: signal.getsignal(s) for s in SIGNALS}
-
     def on_train_start(self, trainer, module) -> None:
         self.segment_start = time.perf_counter()
         self.saved_at = trainer.global_step
-        if self.on_signal and threading.current_thread() is threading.main_thread():
-            for signum in SIGNALS:  # after Lightning's registration, so these win while training
-                signal.signal(signum, self.note_signal)
-
-    def note_signal(self, signum: int, frame) -> None:
-        log.warning("Received %s: checkpointing after the current step.", signal.Signals(signum).name)
-        self.received = signum
-
-    def teardown(self, trainer, module, stage) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for signum, handler in self.outer_handlers.items():
-                if handler is not None:
-                    signal.signal(signum, handler)
+        super().on_train_start(trainer, module)
 
     # Saving -------------------------------------------------------------------------------------
     def due(self, trainer) -> bool:
@@ -149,12 +229,9 @@ class PreemptionCheckpoint(StepCallback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if not self.due(trainer):
             return
-        signalled, self.received = self.received, None
-        if signalled is not None:
-            self.interrupted = signalled
-            module.flush()  # the pending records, while logging is still allowed (not in on_train_end)
+        signalled = self.take_signal(module)
         self.save(trainer)
-        trainer.should_stop = trainer.should_stop or signalled is not None
+        trainer.should_stop = trainer.should_stop or signalled
 
     def save(self, trainer) -> None:
         self.saved_at = trainer.global_step
@@ -173,24 +250,6 @@ class PreemptionCheckpoint(StepCallback):
         self.elapsed_before = state_dict["elapsed_s"]
 
     # After the run ------------------------------------------------------------------------------
-    def exit_after_signal(self) -> None:
-        """Requeue (SIGUSR1/SIGUSR2 inside SLURM) and end the process; called once the fit has returned."""
-        signum = self.interrupted
-        name = signal.Signals(signum).name
-        log.warning("Stopped on %s; checkpoint %s. Run again in the same directory to resume.", name, self.path)
-        if signum != signal.SIGTERM:
-            outer = self.outer_handlers.get(signum)
-            job = slurm_job_id()
-            if callable(outer):
-                outer(signum, None)  # e.g. submitit: re-pickles the submission, requeues, exits
-            elif self.requeue and job:
-                result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
-                if result.returncode == 0:
-                    log.info("Requeued SLURM job %s", job)
-                else:
-                    log.error("Could not requeue SLURM job %s: %s", job, result.stderr.strip())
-        raise RunInterrupted(128 + signum)
-
     def finish(self) -> None:
         """The run's outputs are written: its checkpoint is no longer needed."""
         if not self.keep:
