@@ -98,6 +98,8 @@ class UntrainedModule(L.LightningModule):
         self.problem, self.network, self.method = problem, network, method
         self.eval_every, self.log_every = eval_every, log_every
         self.steps_per_batch = steps_per_batch
+        if hasattr(network, "fit_to"):  # any image size: crop the network's output to the image (networks/base.py)
+            network.fit_to(problem.image_shape)
         method.setup(problem, network)
         image = torch.zeros(1, *problem.image_shape)
         self.register_buffer("best_psnr", torch.tensor(-math.inf))

@@ -50,6 +50,8 @@ def build(config: DictConfig | None, group: str, **kwargs):
 
 
 def check_network_fits(network, image_shape: tuple[int, ...]) -> None:
+    """The network's dimension, and the image size for networks that do not pad to their factor (an
+    ``ImageNetwork`` takes any size above a minimum: ``UntrainedModule`` calls its ``fit_to``, which checks it)."""
     factor = getattr(network, "downsampling_factor", 1)
     spatial = image_shape[1:]
     dim = getattr(network, "dim", len(spatial))
@@ -58,6 +60,8 @@ def check_network_fits(network, image_shape: tuple[int, ...]) -> None:
             f"The network is {dim}D but the task's signals are {len(spatial)}D ({'x'.join(map(str, spatial))}): "
             f"use a {len(spatial)}D network, e.g. network=skip network.dim={len(spatial)}."
         )
+    if hasattr(network, "fit_to"):
+        return
     if any(n < factor for n in spatial):
         raise UserError(
             f"The image ({'x'.join(map(str, spatial))}) is smaller than the network's downsampling factor {factor}: "

@@ -8,6 +8,7 @@ photon noise (I₀ photons per ray) and Gaussian noise, on a 26 cm field of view
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -78,11 +79,23 @@ def dicom_series(folder: Path) -> list[Path]:
     return [path for _, path in sorted(slices)]
 
 
-def load_ct_image(image: str, size: int, index: int, seed: int) -> np.ndarray:
-    """The ground-truth slice in [0, 1]: a phantom name, an .npy/.dcm/image file, or a DICOM folder."""
+def square_size(size) -> int | None:
+    """``task.size`` of a CT task: n or [n, n] (the ray transform reconstructs square images), or null."""
+    if isinstance(size, Sequence) and not isinstance(size, str) and len(size) == 2 and size[0] == size[1]:
+        size = size[0]
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 8):
+        raise UserError(f"task.size must be an integer >= 8 for CT (or [n, n]: the images are square), got {size}.")
+    return size
+
+
+def load_ct_image(image: str, size: int | None, index: int, seed: int) -> np.ndarray:
+    """The ground-truth slice in [0, 1]: a phantom name, an .npy/.dcm/image file, or a DICOM folder;
+    ``size=None`` keeps a file's (square) size."""
     if image == "shepp_logan":
         return load_image("shepp_logan_phantom", size, grayscale=True)[0, 0].numpy()
     if image == "ellipses":
+        if size is None:
+            raise UserError("task.image=ellipses is drawn at task.size: set task.size (e.g. 256), not null.")
         return random_ellipses(size, seed)
     path = Path(image).expanduser()
     if path.is_dir() and any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
@@ -104,6 +117,8 @@ def load_ct_image(image: str, size: int, index: int, seed: int) -> np.ndarray:
         return load_image(image, size, grayscale=True, index=index)[0, 0].numpy()
     if not np.isfinite(array).all():
         raise UserError(f"The CT image '{path}' contains NaN or Inf values: clean the data.")
+    if size is None:
+        return array.astype(np.float32)
     array = fit_size(array, size)
     return resize(array, (size, size), preserve_range=True).astype(np.float32) if array.shape != (size, size) else array
 
@@ -132,7 +147,7 @@ def simulate_sinogram(operator: RayTransform, x: torch.Tensor, photons: float | 
 def ct(
     image: str = "shepp_logan",
     index: int = 0,
-    size: int = 256,
+    size: int | list[int] | None = 256,
     views: int = 18,
     view_selection: str = "equispaced",
     photons: float | None = None,
@@ -145,9 +160,14 @@ def ct(
     noise_seed: int = 0,
     phantom_seed: int = 0,
 ) -> InverseProblem:
-    if not isinstance(size, int) or size < 8:
-        raise UserError(f"task.size must be an integer >= 8 for CT, got {size}.")
+    size = square_size(size)
     x_true = torch.from_numpy(load_ct_image(image, size, index, phantom_seed))[None, None]
+    if size is None:  # the file's own size
+        height, width = x_true.shape[-2:]
+        if height != width:
+            raise UserError(f"The CT image is {height}x{width}, but CT reconstructs square images: set task.size=n "
+                            "to centre-crop and resize it.")
+        size = square_size(int(height))
     operator = RayTransform(size, views, view_selection, seed=noise_seed, impl=impl)
     y = simulate_sinogram(operator, x_true, photons, gaussian_std, noise_seed)
     fbp = operator.fbp(y, fbp_filter, fbp_frequency_scaling)

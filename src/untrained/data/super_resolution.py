@@ -33,6 +33,11 @@ def super_resolution(
     border_crop: bool = True,
 ) -> InverseProblem:
     x_true = load_image(image, size, grayscale, index)
+    if size is None and isinstance(factor, int) and factor >= 1:
+        # The file's own size, centre-cropped to multiples of the factor (the SR literature's "modcrop").
+        height, width = x_true.shape[-2:]
+        top, left = height % factor // 2, width % factor // 2
+        x_true = x_true[..., top : top + height - height % factor, left : left + width - width % factor]
     shape = tuple(x_true.shape[1:])
     operator = Downsample(factor, shape, kernel)
     with torch.no_grad():

@@ -25,6 +25,7 @@ from torch import nn
 from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_at_least, check_choice
 from untrained.methods.base import Method, StepOutput
+from untrained.networks.base import crop_to, pad_to
 from untrained.operators.base import euclidean_norm, mean_squared_magnitude
 
 LOSS_FORMS = ("mse", "norm")
@@ -76,10 +77,12 @@ class ASeqDIP(Method):
     def training_loss(self, network: nn.Module, problem: InverseProblem, step: int) -> StepOutput:
         z = self.network_input(step)
         output = network(z)
+        # z is on the network's working grid, the image's grid padded (networks/base.py): compare on the image's.
+        previous = crop_to(self.z, output.shape[2:])
         if self.loss_form == "mse":
-            data, autoencoding = problem.data_loss(output), mean_squared_magnitude(output - self.z)
+            data, autoencoding = problem.data_loss(output), mean_squared_magnitude(output - previous)
         else:  # unsquared norms, as torch.linalg.norm in the reference's MRI and CT scripts
-            data, autoencoding = euclidean_norm(problem.residual(output)), euclidean_norm(output - self.z)
+            data, autoencoding = euclidean_norm(problem.residual(output)), euclidean_norm(output - previous)
         loss = data + self.ae_weight * autoencoding
         return StepOutput(loss, output, {"data_loss": data.detach(), "autoencoding": autoencoding.detach()})
 
@@ -93,5 +96,5 @@ class ASeqDIP(Method):
             new_input = out.output.detach()
             if self.use_data_consistency:
                 new_input = data_consistency(problem, new_input)
-            self.z.copy_(new_input)
+            self.z.copy_(pad_to(new_input, self.z.shape[2:]))  # reflection-padded, as the first input
         return estimate

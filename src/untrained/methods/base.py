@@ -23,6 +23,7 @@ from torch import nn
 
 from untrained.data.problem import InverseProblem
 from untrained.errors import UserError
+from untrained.networks.base import pad_to
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
               "rmsprop": torch.optim.RMSprop, "rprop": torch.optim.Rprop}
@@ -57,11 +58,18 @@ class InputSpec:
 
 
 def make_input(spec: InputSpec, problem: InverseProblem, shape: tuple[int, ...]) -> torch.Tensor:
-    """The initial z of shape (1, *shape); uses the global (seeded) torch RNG."""
+    """The initial z of shape (1, *shape); uses the global (seeded) torch RNG.
+
+    ``shape`` is the network's input shape: for image-sized inputs the image's grid padded to the network's
+    working grid (``networks/base.py``), to which a measurement-based z is reflection-padded."""
     if spec.kind == "measurement":
         if problem.init is None:
             raise UserError(f"Task '{problem.name}' has no measurement-based reconstruction to use as input: set method.input.kind=noise.")
-        return problem.init.detach().clone()
+        init = problem.init.detach()
+        if init.shape[1] != shape[0] or any(n > t for n, t in zip(init.shape[2:], shape[1:])):
+            raise UserError(f"method.input.kind=measurement makes z of the image's shape {tuple(init.shape[1:])}, but "
+                            f"the network takes inputs of shape {tuple(shape)}: use method.input.kind=noise.")
+        return pad_to(init, shape[1:]).clone()
     if spec.kind == "meshgrid":
         axes = [torch.linspace(0, 1, n) for n in shape[1:]]
         grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))
@@ -130,8 +138,10 @@ class Method(nn.Module):
         self.register_buffer("averaged_steps", torch.zeros((), dtype=torch.long))
 
     def require_image_shaped_input(self, problem: InverseProblem, reason: str) -> None:
-        """For methods that compare z with the output: z must live in the image space."""
-        if tuple(self.z.shape[1:]) != tuple(problem.image_shape):
+        """For methods that compare z with the output: z must live in the image space (on the network's working
+        grid, which holds the image's grid in its centre: compare the output with ``crop_to(z, ...)``)."""
+        channels, *spatial = problem.image_shape
+        if self.z.shape[1] != channels or any(n < m for n, m in zip(self.z.shape[2:], spatial)):
             raise UserError(f"{reason}, so z must have the image's shape {tuple(problem.image_shape)}: "
                             "set method.input.kind=measurement.")
 

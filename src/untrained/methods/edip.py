@@ -20,6 +20,7 @@ from untrained.data.problem import InverseProblem
 from untrained.errors import UserError
 from untrained.methods.base import Method, StepOutput
 from untrained.methods.tv import TVDIP
+from untrained.networks.base import crop_to, pad_to
 
 CHECKPOINT_NAME = "edip_pretrained.pt"
 
@@ -63,9 +64,9 @@ class EDIPPretrain(Method):
         """(network input, target) for one random-ellipse phantom, both (1, *image_shape)."""
         from untrained.data.ct import random_ellipses, simulate_sinogram
 
-        size = problem.image_shape[-1]
+        grid = problem.image_shape[1:]
         target = torch.zeros(1, *problem.image_shape)  # ellipses in the first channel (MRI: the real part)
-        target[0, 0] = torch.from_numpy(random_ellipses(size, seed, self.ellipses))
+        target[0, 0] = crop_to(torch.from_numpy(random_ellipses(max(grid), seed, self.ellipses)), grid)
         target = target.to(problem.y.device)
         operator = problem.operator
         if hasattr(operator, "fbp"):
@@ -85,7 +86,8 @@ class EDIPPretrain(Method):
         self.pairs_drawn += self.batch_size
         inputs, targets = zip(*(self.synthetic_pair(problem, s) for s in seeds))
         optimizer.zero_grad(set_to_none=True)
-        loss = (network(torch.cat(inputs)) - torch.cat(targets)).pow(2).mean()
+        # Padded to the network's working grid as z is (networks/base.py); the output comes back cropped.
+        loss = (network(pad_to(torch.cat(inputs), self.z.shape[2:])) - torch.cat(targets)).pow(2).mean()
         backward(loss)
         optimizer.step()
         with torch.no_grad():  # the estimate the run tracks: the pre-trained network on the real measurement

@@ -18,6 +18,7 @@ from torch import nn
 from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_at_least, check_choice
 from untrained.methods.base import Method, StepOutput
+from untrained.networks.base import crop_to
 
 NORMS = ("l1", "l2")
 PERTURBATIONS = ("normal", "uniform")
@@ -74,6 +75,7 @@ class SelfGuidedDIP(Method):
     def training_loss(self, network: nn.Module, problem: InverseProblem, step: int) -> StepOutput:
         average = self.average_output(network)
         data = misfit(problem.residual(average), self.norm)
-        guidance = misfit(average - self.z, self.norm)
+        # z is on the network's working grid: its centre is the image's (the whole of it for most sizes).
+        guidance = misfit(average - crop_to(self.z, average.shape[2:]), self.norm)
         loss = data + self.guidance_weight * guidance
         return StepOutput(loss, average, {"data_loss": data.detach(), "self_guidance": guidance.detach()})

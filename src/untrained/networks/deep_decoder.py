@@ -3,7 +3,8 @@
 Each of the d blocks is a 1×1 convolution (no bias) → bilinear ×2 upsampling (not in the last block)
 → ReLU → channel normalization (BatchNorm with affine parameters); a 1×1 convolution (no bias) to the
 output channels and a sigmoid follow. The fixed input z has k channels and 1/2^(d−1) of the image's
-size. With k = 128, d = 6 and 3 outputs it has 6·(128² + 2·128) + 128·3 = 100,224 parameters, as
+size (rounded up; the output is cropped back to the image, networks/base.py). With k = 128, d = 6 and
+3 outputs it has 6·(128² + 2·128) + 128·3 = 100,224 parameters, as
 ``decodernw(num_channels_up=[128]*5)`` of the reference code (github.com/reinhardh/supplement_deep_decoder,
 include/decoder.py, whose channel list is padded by two entries: five given → six blocks).
 """
@@ -13,10 +14,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from untrained.networks.base import ImageNetwork
 from untrained.networks.skip import activation
 
 
-class DeepDecoder(nn.Module):
+class DeepDecoder(ImageNetwork):
     """Deep decoder with ``blocks`` blocks of ``channels`` channels.
 
     Args:
@@ -54,8 +56,9 @@ class DeepDecoder(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def input_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Shape of z (without the batch axis) for an image of shape (C, H, W)."""
-        return (self.in_channels, *(n // self.downsampling_factor for n in image_shape[1:]))
+        """Shape of z (without the batch axis) for an image of shape (C, H, W): the working grid (H, W rounded
+        up to multiples of 2^(d−1), networks/base.py) divided by 2^(d−1)."""
+        return (self.in_channels, *(n // self.downsampling_factor for n in self.working_shape(image_shape[1:])))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
         return self.body(z)

@@ -9,7 +9,8 @@ Structure per scale i (outermost first), as in the paper's supplement and notebo
     concat → BN → conv k_up (c_up[i]) → BN → act → [conv 1×1 (c_up[i]) → BN → act]
 
 followed by a 1×1 conv to the output channels and an optional sigmoid. Works in 1D (signals) and
-2D (images).
+2D (images). Any image size: the grid is padded to a multiple of 2^num_scales and the output cropped
+back (``networks/base.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from untrained.networks.base import ImageNetwork
 
 
 def _per_scale(value, num_scales: int, name: str) -> list:
@@ -130,7 +133,7 @@ def _channels_last_grad(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-class SkipNet(nn.Module):
+class SkipNet(ImageNetwork):
     """DIP's encoder-decoder with skip connections; see the module docstring for the layout."""
 
     # bf16 autocast kept the best PSNR within 0.1 dB of fp32 (denoising 256², 1500 steps: -0.01 dB on an AMX
@@ -168,7 +171,9 @@ class SkipNet(nn.Module):
             raise ValueError(f"network.dim must be 1 (signals) or 2 (images), got {dim}.")
         self.in_channels, self.out_channels, self.dim = in_channels, out_channels, dim
         self.downsampling_factor = 2**num_scales
-        self.normalises_coarsest_scale = batch_norm  # BatchNorm needs more than one pixel there (train.py checks)
+        self.normalises_coarsest_scale = batch_norm  # BatchNorm needs more than one pixel there (fit_to checks)
+        # Reflection padding of the coarsest scale's convolution needs more pixels than it pads.
+        self.min_coarsest_size = (kernel_size_down - 1) // 2 + 1 if pad == "reflection" else 1
         conv_kwargs = {"bias": bias, "pad": pad}
         inner: nn.Module | None = None
         for i in reversed(range(num_scales)):
@@ -185,5 +190,5 @@ class SkipNet(nn.Module):
         self.body = inner
         self.head = nn.Sequential(*head)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(z))
