@@ -54,12 +54,14 @@ from untrained.callbacks.base import ReportingCallback
 from untrained.callbacks.checkpoint import StopOnSignal
 from untrained.callbacks.progress import show_progress
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError
+from untrained.errors import UserError, check_integer
 from untrained.fast import (Performance, StepGraph, accelerate_network, graph_recorded, performance_from_config,
                            resolve_for)
 from untrained.methods.base import Method, StepOutput
 from untrained.module import StepIndices, UntrainedModule, step_tools
 from untrained.outputs import write_json_atomic, write_run_outputs
+
+MAX_BATCH_SIZE = 1024  # members built in one process; each holds its own network, problem and optimizer
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +103,8 @@ class BatchedModule(L.LightningModule):
             raise UserError("Batched fits take one optimization step per Lightning batch: set module.steps_per_batch=auto.")
         self.performance = performance or Performance(cuda_graphs=False)
         self.settings: dict[str, bool | str] = {}  # the fast-path switches and mode, resolved on the device
-        if eval_every < 1 or log_every < 1:
-            raise ValueError("eval_every and log_every must be >= 1.")
+        check_integer("module.eval_every", eval_every, 1)
+        check_integer("module.log_every", log_every, 1)
         first = members[0]
         if type(first.method).optimization_step is not Method.optimization_step:
             raise UserError(f"Method '{first.method.name}' has its own update rule, which batched fits do not support: "
@@ -319,7 +321,8 @@ class MemberCallbacks(L.Callback):
 def batch_size(cfg: DictConfig) -> int:
     """The number of members: ``performance.batch_size``, or the length of ``performance.batch_indices``."""
     node = cfg.get("performance") or {}
-    size, indices = int(node.get("batch_size", 1)), node.get("batch_indices")
+    size, indices = node.get("batch_size", 1), node.get("batch_indices")
+    check_integer("performance.batch_size", size, 1, MAX_BATCH_SIZE)
     if indices is None:
         return size
     if len(indices) < 2:

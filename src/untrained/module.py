@@ -22,7 +22,7 @@ from untrained.callbacks.base import StepCallback
 from untrained.callbacks.checkpoint import rng_states, set_rng_states
 from untrained.callbacks.progress import show_progress
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError
+from untrained.errors import UserError, check_integer
 from untrained.methods.base import Method, StepOutput
 
 
@@ -90,8 +90,8 @@ class UntrainedModule(L.LightningModule):
         steps_per_batch: int | str = "auto",
     ):
         super().__init__()
-        if eval_every < 1 or log_every < 1:
-            raise ValueError("eval_every and log_every must be >= 1.")
+        check_integer("module.eval_every", eval_every, 1)
+        check_integer("module.log_every", log_every, 1)
         if steps_per_batch != "auto" and not (isinstance(steps_per_batch, int) and steps_per_batch >= 1):
             raise UserError(f"module.steps_per_batch must be auto or a positive integer, got {steps_per_batch!r}.")
         self.automatic_optimization = False

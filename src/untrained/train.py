@@ -17,10 +17,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from untrained.callbacks.base import ReportingCallback
-from untrained.errors import UserError
+from untrained.errors import UserError, check_integer, check_options
 from untrained.fast import performance_callbacks, performance_from_config, reuse_freed_memory
 from untrained.module import UntrainedModule
 from untrained.outputs import write_run_outputs
@@ -152,8 +152,22 @@ def check_wandb_reachable(logger_cfg: DictConfig | None) -> None:
                         "logger.offline=true and sync later with `wandb sync`, or logger=none.") from None
 
 
+# The config entries whose numbers ``check_config`` guards (hydra, paths and logger hold strings).
+CHECKED_ENTRIES = ("seed", "task", "network", "method", "module", "trainer", "performance", "callbacks", "checkpoint")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """No NaN/Inf option, whole seeds, a positive step count: before anything is built or allocated."""
+    plain = {key: OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+             for key in CHECKED_ENTRIES if (value := cfg.get(key)) is not None}
+    check_options(plain)
+    if "max_steps" in (cfg.get("trainer") or {}):
+        check_integer("trainer.max_steps", cfg.trainer.max_steps, 1)
+
+
 def build_module(cfg: DictConfig) -> UntrainedModule:
     """Task, method and network from the config, seeded, ready for the trainer."""
+    check_config(cfg)
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     problem = build(cfg.task, "task")
     method = build(cfg.method, "method")
@@ -164,6 +178,7 @@ def build_module(cfg: DictConfig) -> UntrainedModule:
 
 def train(cfg: DictConfig) -> dict:
     """Fit one measurement; return the metrics written to ``metrics.json``."""
+    check_config(cfg)
     if performance_from_config(cfg).reuse_freed_memory:
         reuse_freed_memory()
     output_dir = Path(cfg.paths.output_dir)

@@ -23,11 +23,13 @@ import torch
 
 from untrained.data.noise import add_gaussian
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError
+from untrained.errors import UserError, check_at_least, check_in_range, check_integer, check_positive
 from untrained.operators.base import MatrixOperator
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 SIGNALS = ("singular", "smooth", "piecewise_constant", "piecewise_linear")
+MAX_SIZE = 4096  # n: the full n × n matrix and its SVD (float64) grow as n², n³
+MIN_SNR_DB = -40.0  # noise 100 times the signal's size: no reconstruction is meaningful below
 
 
 def integration_matrix(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -38,8 +40,7 @@ def integration_matrix(n: int, dtype: torch.dtype = torch.float64) -> torch.Tens
 
 def gaussian_convolution_matrix(n: int, kernel_std: float = 5.0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Full matrix of the convolution with a sampled Gaussian of std ``kernel_std`` samples (zero boundary)."""
-    if kernel_std <= 0:
-        raise UserError(f"task.kernel_std must be positive, got {kernel_std}.")
+    check_in_range(f"task.kernel_std (in samples, at most n = {n})", kernel_std, 0, n, low_open=True)
     index = torch.arange(n, dtype=dtype)
     distance = index[:, None] - index[None, :]
     return torch.exp(-(distance**2) / (2 * kernel_std**2)) / (math.sqrt(2 * math.pi) * kernel_std)
@@ -62,8 +63,7 @@ def test_signal(name: str, n: int, dtype: torch.dtype = torch.float64) -> torch.
 def singular_vector(matrix: torch.Tensor, index: int) -> torch.Tensor:
     """The index-th right singular vector of A scaled to unit L²([0,1]) norm (Σ h x² = 1), largest entry positive."""
     n = matrix.shape[1]
-    if not 0 <= index < n:
-        raise UserError(f"task.singular_index must be in [0, {n - 1}], got {index}.")
+    check_integer("task.singular_index", index, 0, n - 1)
     u = torch.linalg.svd(matrix)[2][index] * math.sqrt(n)
     return u * torch.sign(u[u.abs().argmax()])
 
@@ -85,16 +85,18 @@ def truncated_svd(matrix: torch.Tensor, y: torch.Tensor, threshold: float) -> to
 def noise_std(clean: torch.Tensor, delta: float, snr_db: float | None) -> float:
     if snr_db is not None:
         return float(clean.norm() / math.sqrt(clean.numel()) * 10 ** (-snr_db / 20))
-    if delta is None or delta < 0:
-        raise UserError(f"task.delta must be >= 0, got {delta}: give the noise standard deviation.")
     return float(delta)
 
 
 def analytic_problem(name: str, matrix: torch.Tensor, x_true: torch.Tensor, delta: float, snr_db: float | None,
                      noise_seed: int, alpha: float, tsvd_threshold: float | None) -> InverseProblem:
     """y = A x† + δτ with Tikhonov and TSVD baselines, all in network space (1, 1, n)."""
-    if alpha <= 0:
-        raise UserError(f"task.alpha (Tikhonov baseline) must be positive, got {alpha}.")
+    check_positive("task.alpha (Tikhonov baseline)", alpha)
+    check_at_least("task.delta", delta, 0)  # also when snr_db sets the noise: a negative std is a typo
+    if snr_db is not None:
+        check_at_least("task.snr_db", snr_db, MIN_SNR_DB)
+    if tsvd_threshold is not None:
+        check_at_least("task.tsvd_threshold", tsvd_threshold, 0)
     operator = MatrixOperator(matrix)
     clean = operator(x_true[None])
     level = noise_std(clean, delta, snr_db)
@@ -131,9 +133,8 @@ def analytic_problem(name: str, matrix: torch.Tensor, x_true: torch.Tensor, delt
 
 
 def check_size(size) -> int:
-    if isinstance(size, (list, tuple)) or size is None or int(size) < 2:
-        raise UserError(f"task.size is the signal length n of a 1D task (an integer >= 2), got {size}.")
-    return int(size)
+    check_integer("task.size (the signal length n of a 1D task)", size, 2, MAX_SIZE)
+    return size
 
 
 def integration_1d(size: int = 200, signal: str = "singular", singular_index: int = 3, delta: float = 0.01,

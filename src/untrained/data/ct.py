@@ -18,11 +18,20 @@ from skimage.transform import resize
 from untrained.data.baselines import tv_reconstruction
 from untrained.data.images import fit_size, load_image, resolve_path
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError, check_at_least
+from untrained.errors import (
+    UserError,
+    check_array,
+    check_at_least,
+    check_in_range,
+    check_integer,
+    check_positive,
+    read_npy,
+)
 from untrained.operators.ct import RayTransform
 
 MU_WATER, MU_AIR, MU_MAX = 20.0, 0.02, 81.35858  # m⁻¹
 FIELD_OF_VIEW = 0.26  # m, the side of the reconstructed square
+MAX_SIZE = 4096  # pixels per side (clinical CT slices are 512²)
 
 
 def hounsfield_to_normalised(hu: np.ndarray) -> np.ndarray:
@@ -106,19 +115,16 @@ def load_ct_image(image: str, size: int | None, index: int, seed: int) -> np.nda
     elif path.suffix.lower() in (".dcm", ".ima"):
         array = read_dicom_slice(resolve_path(path))
     elif path.suffix.lower() == ".npy":
-        array = np.load(resolve_path(path)).astype(np.float32)
-        if array.ndim == 3:
+        array = read_npy(resolve_path(path), "CT image")
+        if array.ndim == 3:  # a stack of slices
             if not 0 <= index < array.shape[0]:
                 raise UserError(f"task.index={index} is past the end of '{path}' ({array.shape[0]} slices).")
             array = array[index]
-        if array.ndim != 2:
-            raise UserError(f"'{path}' must hold a 2D slice or a 3D stack of slices, got shape {array.shape}.")
     else:
         return load_image(image, size, grayscale=True, index=index)[0, 0].numpy()
-    if not np.isfinite(array).all():
-        raise UserError(f"The CT image '{path}' contains NaN or Inf values: clean the data.")
+    array = check_array(f"The CT image '{path}'", array, (2,)).astype(np.float32)
     if size is None:
-        return array.astype(np.float32)
+        return array
     array = fit_size(array, size)
     return resize(array, (size, size), preserve_range=True).astype(np.float32) if array.shape != (size, size) else array
 
@@ -132,8 +138,7 @@ def simulate_sinogram(operator: RayTransform, x: torch.Tensor, photons: float | 
     generator = torch.Generator().manual_seed(seed)
     noisy = clean
     if photons is not None:
-        if photons <= 0:
-            raise UserError(f"task.photons must be positive (incident photons per ray) or null, got {photons}.")
+        check_positive("task.photons (incident photons per ray, or null)", photons)
         # Physical line integrals: normalised sinogram × ||R|| × μ_max × (field of view / 2, the ODL extent unit).
         to_physical = operator.norm * MU_MAX * FIELD_OF_VIEW / 2
         counts = torch.poisson(photons * torch.exp(-clean * to_physical), generator=generator)
@@ -161,6 +166,10 @@ def ct(
     phantom_seed: int = 0,
 ) -> InverseProblem:
     size = square_size(size)
+    if size is not None:
+        check_integer("task.size", size, 8, MAX_SIZE)
+    check_integer("task.index", index, 0)
+    check_in_range("task.fbp_frequency_scaling", fbp_frequency_scaling, 0, 1, low_open=True)
     x_true = torch.from_numpy(load_ct_image(image, size, index, phantom_seed))[None, None]
     if size is None:  # the file's own size
         height, width = x_true.shape[-2:]

@@ -9,6 +9,7 @@ from untrained.data.baselines import tv_reconstruction
 from untrained.data.images import load_image
 from untrained.data.noise import apply_noise
 from untrained.data.problem import InverseProblem
+from untrained.errors import check_positive
 from untrained.operators.blur import Blur, SaturatedBlur, make_kernel
 
 
@@ -41,21 +42,26 @@ def deblurring(
 ) -> InverseProblem:
     """``kernel`` is the operator's (assumed) kernel; ``true_kernel``, when given, generates the data
     (semi-blind deblurring). ``gain`` > 0 makes the model non-linear (camera response after the blur)."""
+    check_positive("task.wiener_alpha", wiener_alpha)
+    nonlinear = gain is not None  # gain 0 is not "linear": SaturatedBlur refuses it
     x_true = load_image(image, size, grayscale, index)
     shape = tuple(x_true.shape[1:])
-    blur = Blur(make_kernel(**(kernel or {})), shape, boundary)
-    data_blur = Blur(make_kernel(**true_kernel), shape, boundary) if true_kernel else blur
-    operator, data_operator = (SaturatedBlur(blur, gain), SaturatedBlur(data_blur, gain)) if gain else (blur, data_blur)
+    blur = Blur(make_kernel(**(kernel or {}), option="task.kernel", max_size=min(shape[1:])), shape, boundary)
+    data_blur = (Blur(make_kernel(**true_kernel, option="task.true_kernel", max_size=min(shape[1:])), shape, boundary)
+                 if true_kernel else blur)
+    operator, data_operator = (blur, data_blur)
+    if nonlinear:
+        operator, data_operator = SaturatedBlur(blur, gain), SaturatedBlur(data_blur, gain)
     with torch.no_grad():
         y = apply_noise(data_operator(x_true), noise, noise_level, noise_seed)
-    linear_data = y if not gain else -torch.log1p(-y.clamp(max=0.999) * -torch.expm1(torch.tensor(-gain))) / gain
+    linear_data = y if not nonlinear else -torch.log1p(-y.clamp(max=0.999) * -torch.expm1(torch.tensor(-gain))) / gain
     wiener = wiener_deconvolution(linear_data, blur, wiener_alpha).clamp(0, 1)
     tv = tv_reconstruction(blur, linear_data, wiener, tv_weight, tv_steps, bounds=(0, 1))
     baselines = {"wiener": wiener, "tv": tv}
     init = y if tuple(y.shape[1:]) == shape else wiener
     if init is y:
         baselines["blurred"] = y
-    name = "nonlinear_deblurring" if gain else ("semi_blind_deblurring" if true_kernel else "deblurring")
+    name = "nonlinear_deblurring" if nonlinear else ("semi_blind_deblurring" if true_kernel else "deblurring")
     return InverseProblem(
         name=name, operator=operator, y=y, image_shape=shape, x_true=x_true, init=init, baselines=baselines,
         info={"image": image, "noise": noise, "noise_level": noise_level, "boundary": boundary,

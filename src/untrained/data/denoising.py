@@ -10,6 +10,7 @@ from skimage.restoration import denoise_tv_chambolle
 from untrained.data.images import load_image
 from untrained.data.noise import apply_noise, gaussian_sigma
 from untrained.data.problem import InverseProblem
+from untrained.errors import check_at_least, check_positive
 from untrained.operators.base import Identity
 
 
@@ -35,7 +36,12 @@ def denoising(
     """Noisy copy of ``image``; ``clip`` keeps the noisy image in [0, 1] as the DIP paper does.
 
     Gaussian noise takes its level from ``sigma``/``sigma_units``; other models from ``noise_level``."""
-    level = gaussian_sigma(sigma, sigma_units) if noise == "gaussian" else noise_level
+    if noise_level is not None:  # read by the non-Gaussian models only, but never meaningful when negative
+        check_at_least("task.noise_level", noise_level, 0)
+    if tv_weight is not None:
+        check_positive("task.tv_weight", tv_weight)
+    gaussian_level = gaussian_sigma(sigma, sigma_units)  # checked also when another noise model ignores it
+    level = gaussian_level if noise == "gaussian" else noise_level
     x_true = load_image(image, size, grayscale, index)
     y = apply_noise(x_true, noise, level, noise_seed)
     if clip:

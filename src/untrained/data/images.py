@@ -10,11 +10,12 @@ from skimage import data as skdata
 from skimage.color import rgb2gray
 from skimage.transform import resize
 
-from untrained.errors import UserError
+from untrained.errors import UserError, check_array, check_integer
 
 BUILTIN_IMAGES = ("astronaut", "camera", "cat", "chelsea", "coffee", "coins", "moon", "rocket", "brick", "grass",
                   "gravel", "text", "page", "immunohistochemistry", "retina", "shepp_logan_phantom")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+MAX_IMAGE_SIZE = 8192  # pixels per side: one 128-channel fp32 activation map of 8192² already takes 32 GiB
 
 
 def list_folder(folder: Path, suffixes=IMAGE_SUFFIXES) -> list[Path]:
@@ -51,7 +52,7 @@ def read_image_file(path: Path) -> np.ndarray:
         raise UserError(f"Cannot read image '{path}' ({error}): give a PNG, JPEG, TIFF or BMP file.") from None
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
-    array = array.astype(np.float32)
+    array = check_array(f"Image '{path}'", array, (2, 3)).astype(np.float32)  # 16-bit and float TIFFs
     return (array - array.min()) / max(float(array.max() - array.min()), 1e-12)
 
 
@@ -61,13 +62,21 @@ def load_builtin(name: str) -> np.ndarray:
     return array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array.astype(np.float32)
 
 
+def image_size(size, maximum: int = MAX_IMAGE_SIZE) -> tuple[int, int]:
+    """``task.size`` as (H, W): a whole number (square) or [H, W], each side in [1, maximum]."""
+    sides = list(size) if isinstance(size, (list, tuple)) else [size, size]
+    if len(sides) != 2:
+        raise UserError(f"task.size must be a whole number or [H, W], got {size}.")
+    for side in sides:
+        check_integer("task.size", side, 1, maximum)
+    return sides[0], sides[1]
+
+
 def fit_size(image: np.ndarray, size) -> np.ndarray:
     """Centre-crop to the target aspect ratio, then resize (anti-aliased). ``size``: int (square) or [H, W]."""
     if size is None:
         return image
-    height, width = (size, size) if isinstance(size, int) else tuple(size)
-    if height <= 0 or width <= 0:
-        raise UserError(f"task.size must be positive, got {size}.")
+    height, width = image_size(size)
     h, w = image.shape[:2]
     scale = min(h / height, w / width)
     crop_h, crop_w = round(height * scale), round(width * scale)
@@ -80,6 +89,9 @@ def fit_size(image: np.ndarray, size) -> np.ndarray:
 
 def load_image(source: str = "astronaut", size=256, grayscale: bool | None = None, index: int = 0) -> torch.Tensor:
     """Load an image as a (1, C, H, W) float tensor in [0, 1]."""
+    check_integer("task.index", index, 0)
+    if size is not None:
+        image_size(size)  # before reading: a wrong size stops at once
     if source in BUILTIN_IMAGES:
         image = load_builtin(source)
     elif isinstance(source, str) and "/" not in source and "." not in source and not Path(source).exists():

@@ -11,7 +11,7 @@ from skimage.restoration import inpaint_biharmonic
 from untrained.data.images import load_image
 from untrained.data.noise import apply_noise
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError
+from untrained.errors import UserError, check_array, check_choice, check_in_range, read_npy
 from untrained.operators.inpainting import Mask
 
 MASKS = ("pixels", "boxes", "center", "text", "file")
@@ -22,11 +22,9 @@ def make_mask(kind: str, shape: tuple[int, int], seed: int = 0, keep_ratio: floa
     """A (1, H, W) mask, 1 = observed. ``hole_ratio`` is the target fraction of missing pixels."""
     h, w = shape
     rng = np.random.default_rng(seed)
-    if kind not in MASKS:
-        raise UserError(f"Unknown task.mask '{kind}': choose one of {', '.join(MASKS)}.")
-    if not 0 < keep_ratio <= 1 or not 0 <= hole_ratio < 1:
-        raise UserError(f"task.keep_ratio must be in (0, 1] and task.hole_ratio in [0, 1), "
-                        f"got {keep_ratio}, {hole_ratio}.")
+    check_choice("task.mask", kind, MASKS)
+    check_in_range("task.keep_ratio", keep_ratio, 0, 1, low_open=True)
+    check_in_range("task.hole_ratio", hole_ratio, 0, 1, high_open=True)
     mask = np.ones((h, w), dtype=np.float32)
     if kind == "pixels":
         mask = (rng.random((h, w)) < keep_ratio).astype(np.float32)
@@ -52,15 +50,24 @@ def make_mask(kind: str, shape: tuple[int, int], seed: int = 0, keep_ratio: floa
         if not file.is_file():
             raise UserError(f"Mask file '{path}' does not exist: give a .png or .npy mask (1 = observed).")
         if file.suffix == ".npy":
-            array = np.load(file)
+            array = check_array(f"Mask file '{path}'", read_npy(file, "mask file"), (2,), kinds="biuf")
+            if not np.isin(array, (0, 1)).all():  # e.g. an image saved by mistake: thresholding it would hide that
+                raise UserError(f"Mask file '{path}' holds values other than 0 and 1: save a binary mask "
+                                f"(1 = observed).")
         else:
-            from PIL import Image
+            from PIL import Image, UnidentifiedImageError
 
-            array = np.asarray(Image.open(file).convert("L")) / 255.0
+            try:
+                array = np.asarray(Image.open(file).convert("L")) / 255.0  # grey edges: thresholded at half grey
+            except (UnidentifiedImageError, OSError) as error:
+                raise UserError(f"Cannot read mask image '{path}' ({error}): give a .png or .npy mask.") from None
         if array.shape != (h, w):
-            raise UserError(f"The mask file is {array.shape[0]}x{array.shape[1]} but the image is {h}x{w}: "
+            raise UserError(f"The mask file '{path}' is {array.shape[0]}x{array.shape[1]} but the image is {h}x{w}: "
                             f"resize the mask.")
         mask = (array > 0.5).astype(np.float32)
+    if not mask.any():
+        fix = "give a mask with ones where the image is observed" if kind == "file" else "raise task.keep_ratio"
+        raise UserError(f"The inpainting mask (task.mask={kind}) observes no pixel: {fix}.")
     return torch.from_numpy(mask)[None]
 
 

@@ -21,17 +21,19 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import numbers
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from untrained.data.baselines import MAX_BASELINE_STEPS
 from untrained.data.espirit import acs_columns, calibration_region, espirit_maps
-from untrained.data.images import load_image
+from untrained.data.images import image_size, load_image
 from untrained.data.noise import add_gaussian
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError, check_at_least
+from untrained.errors import UserError, check_array, check_at_least, check_in_range, check_integer, check_number
 from untrained.operators.base import conjugate_gradient
 from untrained.operators.mri import MultiCoilMRI, fft2c, ifft2c, rss
 
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 
 FASTMRI_MASKS = ("random", "equispaced", "equispaced_fraction")
 MASKS = (*FASTMRI_MASKS, "variable_density")
+MAX_COILS = 128  # receive coils (fastMRI's knee files: 15)
+MAX_DENSITY_POWER = 20.0  # (1 - |k|/k_max)^p stays above float64's smallest number at the edge (1e-6^20)
 ISMRMRD_NAMESPACE = "{http://www.ismrm.org/ISMRMRD}"
 
 
@@ -66,8 +70,11 @@ def column_mask(kind: str, num_cols: int, acceleration: int, center_fraction: fl
     """A 0/1 mask of the k-space columns (phase encodes); the same seed gives the same mask."""
     if kind not in MASKS:
         raise UserError(f"Unknown task.mask '{kind}': choose one of {', '.join(MASKS)}.")
-    if acceleration < 1 or not 0 < center_fraction <= 1:
-        raise UserError(f"task.acceleration must be >= 1 and task.center_fraction in (0, 1], got {acceleration}, {center_fraction}.")
+    if kind in FASTMRI_MASKS:  # fastMRI's mask functions take whole accelerations
+        check_integer(f"task.acceleration (at most the {num_cols} k-space columns)", acceleration, 1, num_cols)
+    check_in_range(f"task.acceleration (at most the {num_cols} k-space columns)", acceleration, 1, num_cols)
+    check_in_range("task.center_fraction", center_fraction, 0, 1, low_open=True)
+    check_in_range("task.density_power", density_power, 0, MAX_DENSITY_POWER)
     if kind == "variable_density":
         return variable_density_mask(num_cols, acceleration, center_fraction, seed, density_power)
     from fastmri.data.subsample import create_mask_for_mask_type
@@ -131,7 +138,8 @@ def smooth_phase(shape: tuple[int, int], amplitude: float) -> torch.Tensor:
 
 def simulate_coil_images(image: str, size, coils: int, phase: float, index: int = 0):
     """The complex image (H, W) x = m·e^{iφ} of a built-in or file image m, and its true coil maps."""
-    check_at_least("task.coils", coils, 1)
+    check_integer("task.coils", coils, 1, MAX_COILS)
+    check_number("task.phase", phase)
     magnitude = load_image(image, size, grayscale=True, index=index)[0, 0]
     shape = tuple(magnitude.shape)
     x = torch.polar(magnitude, smooth_phase(shape, phase))
@@ -173,12 +181,21 @@ def load_fastmri_slice(path: str | Path, slice_index: int | None):
         if kspace.ndim not in (3, 4):
             raise UserError(f"'{path}': kspace has shape {kspace.shape}; expected slices×coils×H×W or slices×H×W.")
         slices = kspace.shape[0]
-        index = slices // 2 if slice_index is None else int(slice_index)
-        if not 0 <= index < slices:
+        if slices == 0:
+            raise UserError(f"'{path}': kspace holds no slices (shape {kspace.shape}): give a file with data.")
+        index = slices // 2 if slice_index is None else slice_index
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < slices:
             raise UserError(f"task.slice={slice_index} is out of range: '{path.name}' has {slices} slices (0..{slices - 1}).")
-        data = torch.from_numpy(np.asarray(kspace[index])).to(torch.complex64)
-        data = data[None] if data.ndim == 2 else data  # single-coil files: one coil
-        maps = torch.from_numpy(np.asarray(handle["sens_maps"][index])).to(torch.complex64) if "sens_maps" in handle else None
+        # Checked before anything is computed from them: NaN k-space would stop ESPIRiT's SVD with a traceback.
+        data = check_array(f"'{path}' kspace (slice {index})", kspace[index], (2, 3), kinds="iufc")
+        data = torch.from_numpy(data[None] if data.ndim == 2 else data).to(torch.complex64)  # single-coil: one coil
+        maps = None
+        if "sens_maps" in handle:
+            maps = check_array(f"'{path}' sens_maps (slice {index})", handle["sens_maps"][index], (3,), kinds="iufc")
+            if maps.shape != tuple(data.shape):
+                raise UserError(f"'{path}': sens_maps of slice {index} have shape {maps.shape} but its k-space is "
+                                f"{tuple(data.shape)}: give coil maps of the k-space's shape (or task.maps=espirit).")
+            maps = torch.from_numpy(maps).to(torch.complex64)
         header = handle["ismrmrd_header"][()] if "ismrmrd_header" in handle else None
         info = {"file": str(path), "slice": index, "slices": slices, "kspace_shape": list(data.shape),
                 "acquisition": str(handle.attrs.get("acquisition", "")), **read_header(header)}
@@ -188,8 +205,8 @@ def load_fastmri_slice(path: str | Path, slice_index: int | None):
 def crop_shape(size, image_shape: tuple[int, int]) -> tuple[int, int]:
     if size is None:
         return image_shape
-    height, width = (size, size) if isinstance(size, int) else tuple(size)
-    if not (0 < height <= image_shape[0] and 0 < width <= image_shape[1]):
+    height, width = image_size(size)
+    if not (height <= image_shape[0] and width <= image_shape[1]):
         raise UserError(f"task.size={size} does not fit the {image_shape[0]}x{image_shape[1]} image: "
                         f"use a crop within it, or task.size=null for the raw size.")
     return height, width
@@ -239,6 +256,8 @@ def mri(
     if maps not in ("espirit", "given"):
         raise UserError(f"task.maps must be 'espirit' or 'given', got '{maps}'.")
     check_at_least("task.noise", noise, 0)
+    check_integer("task.cg_iterations", cg_iterations, 1, MAX_BASELINE_STEPS)
+    espirit = espirit_options(espirit or {})
     if file is None:
         x, true_maps = simulate_coil_images(image, size, coils, phase, index)
         coil_images = true_maps * x
@@ -300,14 +319,24 @@ def mri(
     )
 
 
-def estimate_maps(kspace: torch.Tensor, columns: torch.Tensor, options: dict) -> torch.Tensor:
-    """ESPIRiT maps (C, H, W) from the centre of ``kspace`` where ``columns`` are fully sampled; the kernel
-    shrinks to fit a narrow centre (small images)."""
+def espirit_options(options: dict) -> dict:
+    """task.espirit with its defaults, checked."""
     defaults = {"calib_width": 24, "kernel_size": 6, "threshold": 0.02, "crop": 0.95}
     unknown = set(options) - set(defaults)
     if unknown:
         raise UserError(f"Unknown task.espirit option(s) {sorted(unknown)}: choose from {sorted(defaults)}.")
     options = {**defaults, **options}
+    check_integer("task.espirit.calib_width", options["calib_width"], 3)
+    check_integer("task.espirit.kernel_size", options["kernel_size"], 2)  # shrinks to fit a narrow centre
+    check_in_range("task.espirit.threshold", options["threshold"], 0, 1, high_open=True)
+    check_in_range("task.espirit.crop", options["crop"], 0, 1, high_open=True)
+    return options
+
+
+def estimate_maps(kspace: torch.Tensor, columns: torch.Tensor, options: dict) -> torch.Tensor:
+    """ESPIRiT maps (C, H, W) from the centre of ``kspace`` where ``columns`` are fully sampled; the kernel
+    shrinks to fit a narrow centre (small images)."""
+    options = espirit_options(options)
     start, stop = acs_columns(columns)
     acs = min(stop - start, options["calib_width"])
     if acs < 3:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from untrained.errors import UserError
+from untrained.errors import UserError, check_at_least, check_in_range, check_positive
 
 NOISE_MODELS = ("gaussian", "poisson", "salt_pepper", "impulse", "none")
 
 
 def gaussian_sigma(sigma: float, units: str = "255") -> float:
     """Noise level as a fraction of the [0, 1] range; ``units`` '255' means sigma is given in 8-bit levels."""
-    if sigma is None or sigma < 0:
-        raise UserError(f"task.sigma must be >= 0, got {sigma}: give the noise standard deviation.")
+    check_at_least("task.sigma", sigma, 0)
     if units not in ("255", "fraction"):
         raise UserError(f"task.sigma_units must be '255' or 'fraction', got '{units}'.")
     return sigma / 255.0 if units == "255" else float(sigma)
@@ -35,19 +34,19 @@ def apply_noise(x: torch.Tensor, model: str = "gaussian", level: float = 0.0, se
     """
     if model not in NOISE_MODELS:
         raise UserError(f"Unknown task.noise '{model}': choose one of {', '.join(NOISE_MODELS)}.")
-    if level is None or level < 0:
-        raise UserError(f"The noise level must be >= 0, got {level}.")
+    if level is not None or model != "none":
+        check_at_least("task.noise_level", level, 0)
+    if model == "poisson":
+        check_positive("task.noise_level (the Poisson peak)", level)
+    elif model in ("salt_pepper", "impulse"):
+        check_in_range("task.noise_level (the fraction of corrupted pixels)", level, 0, 1)
     if model == "none" or (level == 0 and model != "poisson"):
         return x.clone()
     g = torch.Generator().manual_seed(seed)
     if model == "gaussian":
         return add_gaussian(x, level, seed)
     if model == "poisson":
-        if level <= 0:
-            raise UserError("Poisson noise needs a positive peak (task.noise_level), e.g. 30.")
         return torch.poisson(x.clamp(min=0) * level, generator=g) / level
-    if level > 1:
-        raise UserError(f"The fraction of corrupted pixels must be in [0, 1], got {level}.")
     hit = torch.rand(x.shape, generator=g) < level
     values = torch.rand(x.shape, generator=g)
     if model == "salt_pepper":

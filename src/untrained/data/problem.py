@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from untrained.errors import UserError
 from untrained.metrics import psnr, ssim
 from untrained.operators.base import Operator, mean_squared_magnitude
 
@@ -39,7 +40,8 @@ class InverseProblem(nn.Module):
     ):
         super().__init__()
         if not torch.isfinite(y).all():
-            raise ValueError(f"The {name} measurement contains NaN or Inf values: clean the input data.")
+            raise UserError(f"The {name} measurement contains NaN or Inf values: check the input data and the task's "
+                            f"noise options.")
         self.name = name
         self.operator = operator
         self.image_shape = tuple(image_shape)

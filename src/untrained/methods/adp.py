@@ -35,13 +35,14 @@ import torch
 from torch import nn
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError, check_at_least, check_choice
+from untrained.errors import UserError, check_at_least, check_choice, check_in_range, check_integer, check_positive
 from untrained.methods.base import Method, StepOutput
 from untrained.networks.unrolled_pg import UnrolledProximalGradient
 from untrained.operators.base import conjugate_gradient, operator_norm
 
 SOLVERS = ("unrolled", "ift", "maid")
 INITS = ("zeros", "noise", "measurement")
+MAX_ITERATIONS = 1_000_000  # per lower-level or CG solve, and so per step
 
 
 def upper_objective(network: UnrolledProximalGradient, problem: InverseProblem, x: torch.Tensor,
@@ -110,6 +111,19 @@ class AnalyticDeepPrior(Method):
         if lower_solver not in ("pg", "fista"):
             raise UserError(f"method.lower_solver must be 'pg' or 'fista', got '{lower_solver}'.")
         check_at_least("method.sobolev_weight", sobolev_weight, 0)
+        check_at_least("method.lower_tol", lower_tol, 0)  # 0: always lower_max_iter iterations
+        check_at_least("method.cg_tol", cg_tol, 0)
+        for option, iterations in (("lower_max_iter", lower_max_iter), ("cg_max_iter", cg_max_iter),
+                                   ("maid_max_iter", maid_max_iter)):
+            check_integer(f"method.{option}", iterations, 1, MAX_ITERATIONS)
+        check_positive("method.maid_eps", maid_eps)
+        check_in_range("method.maid_rho", maid_rho, 0, 1, low_open=True, high_open=True)
+        check_in_range("method.maid_tau", maid_tau, 0, 1, low_open=True, high_open=True)
+        check_at_least("method.maid_nu", maid_nu, 1)
+        check_at_least("method.maid_step_increase", maid_step_increase, 1)
+        check_at_least("method.maid_decrease", maid_decrease, 0)
+        check_integer("method.maid_line_search", maid_line_search, 1, 1000)
+        check_at_least("method.maid_min_eps", maid_min_eps, 0)
         if self.optimizer_name != "sgd" and solver == "maid":
             raise UserError("method.solver=maid takes plain gradient steps of its own size: set method.optimizer=sgd.")
         self.solver, self.sobolev_weight, self.init = solver, sobolev_weight, init

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError, check_at_least, check_choice
+from untrained.errors import UserError, check_at_least, check_choice, check_integer
 from untrained.methods.base import Method, StepOutput
 from untrained.networks.base import crop_to, pad_to
 from untrained.operators.base import euclidean_norm, mean_squared_magnitude
@@ -55,7 +55,7 @@ class ASeqDIP(Method):
     def __init__(self, inner_steps: int = 2, ae_weight: float = 1.0, loss: str = "mse",
                  data_consistency: str = "auto", **kwargs):
         super().__init__(**kwargs)
-        check_at_least("method.inner_steps", inner_steps, 1)
+        check_integer("method.inner_steps", inner_steps, 1)  # more than trainer.max_steps: z is never replaced
         check_at_least("method.ae_weight", ae_weight, 0)
         check_choice("method.loss", loss, LOSS_FORMS)
         check_choice("method.data_consistency", data_consistency, DATA_CONSISTENCY)

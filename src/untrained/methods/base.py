@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError
-from untrained.networks.base import pad_to
+from untrained.errors import UserError, check_at_least, check_in_range, check_integer, check_positive
+from untrained.networks.base import MAX_CHANNELS, pad_to
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
               "rmsprop": torch.optim.RMSprop, "rprop": torch.optim.Rprop}
@@ -55,6 +55,8 @@ class InputSpec:
             raise UserError(f"method.input.kind must be 'noise', 'meshgrid' or 'measurement', got '{self.kind}'.")
         if self.distribution not in ("uniform", "normal"):
             raise UserError(f"method.input.distribution must be 'uniform' or 'normal', got '{self.distribution}'.")
+        check_integer("method.input.channels", self.channels, 1, MAX_CHANNELS)  # also where kind ignores them
+        check_positive("method.input.scale", self.scale)
 
 
 def make_input(spec: InputSpec, problem: InverseProblem, shape: tuple[int, ...]) -> torch.Tensor:
@@ -110,10 +112,12 @@ class Method(nn.Module):
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise UserError(f"Unknown method.optimizer '{optimizer}': choose one of {sorted(OPTIMIZERS)}.")
-        if not 0 <= exp_weight < 1:
-            raise UserError(f"method.exp_weight must be in [0, 1), got {exp_weight}.")
-        if lr <= 0:
-            raise UserError(f"method.lr must be positive, got {lr}.")
+        check_in_range("method.exp_weight", exp_weight, 0, 1, high_open=True)
+        check_positive("method.lr", lr)
+        if input_lr is not None:
+            check_positive("method.input_lr", input_lr)
+        check_at_least("method.reg_noise_std", reg_noise_std, 0)
+        check_at_least("method.weight_decay", weight_decay, 0)
         self.lr, self.optimizer_name, self.weight_decay = lr, optimizer, weight_decay
         self.input_spec = InputSpec(**(input or {}))
         self.reg_noise_std, self.exp_weight = reg_noise_std, exp_weight

@@ -29,7 +29,7 @@ from torch import nn
 
 from untrained.data.noise import gaussian_sigma
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError
+from untrained.errors import UserError, check_at_least, check_integer, check_number, check_positive
 from untrained.methods.base import Method, StepOutput
 
 
@@ -119,8 +119,16 @@ class DeepRED(Method):
                  mu: float = 0.5, denoise_every: int = 10, x_range: list[float] | None = (0.0, 1.0),
                  fit_threshold: float = 20.0, threshold_step: float = 0.01, increase_reg: float = 0.03, **kwargs):
         super().__init__(**kwargs)
-        if red_weight < 0 or mu <= 0 or denoise_every < 1:
-            raise UserError("method.red_weight must be >= 0, method.mu > 0 and method.denoise_every >= 1.")
+        check_positive("method.denoiser_sigma", denoiser_sigma)
+        check_at_least("method.red_weight", red_weight, 0)
+        check_positive("method.mu", mu)
+        check_integer("method.denoise_every", denoise_every, 1)
+        check_number("method.fit_threshold", fit_threshold)  # dB: any value (a negative one strengthens at once)
+        check_at_least("method.threshold_step", threshold_step, 0)
+        check_at_least("method.increase_reg", increase_reg, 0)  # a negative one would drive μ to 0 and below
+        if x_range is not None and not (len(x_range) == 2 and all(isinstance(v, (int, float)) for v in x_range)
+                                        and x_range[0] < x_range[1]):
+            raise UserError(f"method.x_range must be [low, high] with low < high, or null, got {x_range}.")
         self.denoiser = make_denoiser(denoiser, denoiser_sigma)
         self.initial_red_weight, self.initial_mu, self.denoise_every = red_weight, mu, denoise_every
         self.x_range = tuple(x_range) if x_range is not None else None

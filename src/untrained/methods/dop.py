@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError
+from untrained.errors import UserError, check_positive
 from untrained.methods.base import Method, StepOutput
 from untrained.operators.base import mean_squared_magnitude
 from untrained.outputs import save_png
@@ -42,8 +42,8 @@ class DoubleOverParameterization(Method):
 
     def __init__(self, corruption_lr: float = 500.0, corruption_init: float = 1e-5, loss: str = "l2", **kwargs):
         super().__init__(**kwargs)
-        if corruption_lr <= 0 or corruption_init <= 0:
-            raise UserError("method.corruption_lr and method.corruption_init must be positive.")
+        check_positive("method.corruption_lr", corruption_lr)
+        check_positive("method.corruption_init", corruption_init)  # g = h = 0 is a saddle: they would never move
         if loss not in ("l2", "l1"):
             raise UserError(f"method.loss must be 'l2' or 'l1', got '{loss}'.")
         self.corruption_lr, self.corruption_init, self.loss = corruption_lr, corruption_init, loss

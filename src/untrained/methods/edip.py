@@ -17,12 +17,14 @@ import torch
 from torch import nn
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError
+from untrained.errors import UserError, check_at_least, check_in_range, check_integer, check_positive
 from untrained.methods.base import Method, StepOutput
 from untrained.methods.tv import TVDIP
 from untrained.networks.base import crop_to, pad_to
 
 CHECKPOINT_NAME = "edip_pretrained.pt"
+MAX_BATCH_SIZE = 1024  # synthetic pairs per step (the reference: 32)
+MAX_ELLIPSES = 1000  # per phantom (default 12)
 
 
 class EDIPPretrain(Method):
@@ -44,8 +46,12 @@ class EDIPPretrain(Method):
                  gaussian_std: float = 0.0, fbp_filter: str = "Hann", fbp_frequency_scaling: float = 1.0, **kwargs):
         kwargs["input"] = {**(kwargs.get("input") or {}), "kind": "measurement"}
         super().__init__(**kwargs)
-        if batch_size < 1 or ellipses < 1:
-            raise UserError("method.batch_size and method.ellipses must be >= 1.")
+        check_integer("method.batch_size", batch_size, 1, MAX_BATCH_SIZE)
+        check_integer("method.ellipses", ellipses, 1, MAX_ELLIPSES)
+        if photons is not None:
+            check_positive("method.photons (or null: the task's)", photons)
+        check_at_least("method.gaussian_std", gaussian_std, 0)
+        check_in_range("method.fbp_frequency_scaling", fbp_frequency_scaling, 0, 1, low_open=True)
         self.batch_size, self.ellipses = batch_size, ellipses
         self.photons, self.gaussian_std = photons, gaussian_std
         self.fbp_filter, self.fbp_frequency_scaling = fbp_filter, fbp_frequency_scaling

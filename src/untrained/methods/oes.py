@@ -32,7 +32,7 @@ from torch import nn
 from torch.func import functional_call
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError
+from untrained.errors import UserError, check_at_least, check_in_range, check_integer, check_positive
 from untrained.methods.base import Method, StepOutput
 
 log = logging.getLogger(__name__)
@@ -77,10 +77,11 @@ class OptimalEyeSurgeon(Method):
     def __init__(self, sparsity: float = 0.05, mask_steps: int = 60000, mask_lr: float = 1e-2, kl_weight: float = 1e-9,
                  temperature: float = 0.2, mask: str | None = None, prune: str = "all", **kwargs):
         super().__init__(**kwargs)
-        if not 0 < sparsity <= 1:
-            raise UserError(f"method.sparsity must be in (0, 1], the fraction of weights kept; got {sparsity}.")
-        if mask_steps < 0 or temperature <= 0 or mask_lr <= 0:
-            raise UserError("method.mask_steps must be >= 0 and method.temperature, method.mask_lr > 0.")
+        check_in_range("method.sparsity (the fraction of weights kept)", sparsity, 0, 1, low_open=True)
+        check_integer("method.mask_steps", mask_steps, 0)  # more than trainer.max_steps: the run learns the mask only
+        check_positive("method.mask_lr", mask_lr)
+        check_at_least("method.kl_weight", kl_weight, 0)
+        check_positive("method.temperature", temperature)
         self.sparsity, self.mask_steps, self.mask_lr = sparsity, mask_steps, mask_lr
         if prune not in ("all", "weights"):
             raise UserError(f"method.prune must be 'all' or 'weights', got '{prune}'.")

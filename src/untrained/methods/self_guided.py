@@ -16,11 +16,12 @@ import torch
 from torch import nn
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import UserError, check_at_least, check_choice
+from untrained.errors import UserError, check_at_least, check_choice, check_integer
 from untrained.methods.base import Method, StepOutput
 from untrained.networks.base import crop_to
 
 NORMS = ("l1", "l2")
+MAX_PERTURBATIONS = 1024  # K copies of the input go through the network as one batch
 PERTURBATIONS = ("normal", "uniform")
 
 
@@ -49,10 +50,11 @@ class SelfGuidedDIP(Method):
         if kwargs.get("optimize_input") is False:
             raise UserError("Self-Guided DIP always optimises its input: remove method.optimize_input=false.")
         super().__init__(**{**kwargs, "optimize_input": True})
-        check_at_least("method.num_perturbations", num_perturbations, 1)
+        check_integer("method.num_perturbations", num_perturbations, 1, MAX_PERTURBATIONS)
         check_at_least("method.perturbation_std", perturbation_std, 0)
         check_choice("method.perturbation", perturbation, PERTURBATIONS)
         check_choice("method.norm", norm, NORMS)
+        check_at_least("method.guidance_weight", guidance_weight, 0)
         self.num_perturbations, self.perturbation_std = num_perturbations, perturbation_std
         self.perturbation = perturbation
         self.guidance_weight, self.norm = guidance_weight, norm

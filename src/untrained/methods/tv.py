@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from untrained.data.problem import InverseProblem
-from untrained.errors import check_at_least, check_choice
+from untrained.errors import check_at_least, check_choice, check_positive
 from untrained.methods.base import Method
 
 TV_KINDS = ("anisotropic", "isotropic")
@@ -73,6 +73,7 @@ class TVDIP(Method):
         check_at_least("method.tv_weight", tv_weight, 0)
         check_choice("method.tv_kind", tv_kind, TV_KINDS)
         check_choice("method.tv_reduction", tv_reduction, TV_REDUCTIONS)
+        check_positive("method.tv_eps", tv_eps)  # isotropic TV's gradient is 0/0 at flat pixels without it
         self.tv_weight, self.tv_kind, self.tv_eps, self.tv_reduction = tv_weight, tv_kind, tv_eps, tv_reduction
 
     def regularizer(self, output: torch.Tensor, problem: InverseProblem, step: int) -> dict[str, torch.Tensor]:

@@ -30,6 +30,8 @@ from torch import nn
 
 from untrained.errors import UserError
 
+MAX_CHANNELS = 4096  # per layer (DIP: 128); a 3×3 convolution of 4096 channels has 151M weights
+
 
 def _margins(size: int, target: int) -> tuple[int, int]:
     """(before, after) that centre ``size`` pixels in ``target`` (the odd pixel goes after)."""

@@ -14,8 +14,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from untrained.networks.base import ImageNetwork
+from untrained.errors import check_choice, check_integer
+from untrained.networks.base import MAX_CHANNELS, ImageNetwork
 from untrained.networks.skip import activation
+
+MAX_BLOCKS = 14  # z is 2^(d−1) times smaller than the image: 2^13 = 8192 pixels per side at most
 
 
 class DeepDecoder(ImageNetwork):
@@ -40,8 +43,9 @@ class DeepDecoder(ImageNetwork):
     def __init__(self, in_channels: int, out_channels: int, channels: int = 128, blocks: int = 6,
                  upsample_mode: str = "bilinear", act: str = "ReLU", bn_affine: bool = True, sigmoid: bool = True):
         super().__init__()
-        if blocks < 1 or channels < 1:
-            raise ValueError(f"network.blocks and network.channels must be >= 1, got {blocks} and {channels}.")
+        check_integer("network.channels", channels, 1, MAX_CHANNELS)
+        check_integer("network.blocks", blocks, 1, MAX_BLOCKS)
+        check_choice("network.upsample_mode", upsample_mode, ("bilinear", "nearest"))
         self.in_channels, self.out_channels, self.dim = in_channels, out_channels, 2
         self.downsampling_factor = 2 ** (blocks - 1)
         layers: list[nn.Module] = []

@@ -21,13 +21,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from untrained.networks.base import ImageNetwork
+from untrained.errors import UserError, check_choice, check_integer
+from untrained.networks.base import MAX_CHANNELS, ImageNetwork
+
+MAX_KERNEL_SIZE = 31  # DIP uses 3 (and 1 for the skips)
 
 
-def _per_scale(value, num_scales: int, name: str) -> list:
+def _per_scale(value, num_scales: int, name: str, minimum: int = 1) -> list:
     values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * num_scales
     if len(values) != num_scales:
-        raise ValueError(f"network.{name} has {len(values)} entries but num_scales={num_scales}: give one per scale.")
+        raise UserError(f"network.{name} has {len(values)} entries but num_scales={num_scales}: give one per scale.")
+    for channels in values:
+        check_integer(f"network.{name}", channels, minimum, MAX_CHANNELS)
     return values
 
 
@@ -40,7 +45,7 @@ def activation(name: str) -> nn.Module:
         "none": nn.Identity,
     }
     if name not in activations:
-        raise ValueError(f"Unknown activation '{name}': choose one of {sorted(activations)}.")
+        raise UserError(f"Unknown activation '{name}': choose one of {sorted(activations)}.")
     return activations[name]()
 
 
@@ -68,13 +73,13 @@ class ConvBlock(nn.Sequential):
             layers.append(ReflectionPad(padding))
             padding = 0
         elif pad not in ("zero", "reflection"):
-            raise ValueError(f"Unknown padding '{pad}': use 'zero' or 'reflection'.")
+            raise UserError(f"Unknown padding '{pad}': use 'zero' or 'reflection'.")
         conv_stride = stride if downsample == "stride" else 1
         layers.append(conv_cls(in_ch, out_ch, kernel_size, conv_stride, padding=padding, bias=bias))
         if stride > 1 and downsample != "stride":
             pools = {"avg": {1: nn.AvgPool1d, 2: nn.AvgPool2d}, "max": {1: nn.MaxPool1d, 2: nn.MaxPool2d}}
             if downsample not in pools:
-                raise ValueError(f"Unknown downsampling '{downsample}': use 'stride', 'avg' or 'max'.")
+                raise UserError(f"Unknown downsampling '{downsample}': use 'stride', 'avg' or 'max'.")
             layers.append(pools[downsample][dim](stride, stride))
         super().__init__(*layers)
 
@@ -162,13 +167,17 @@ class SkipNet(ImageNetwork):
         dim: int = 2,
     ):
         super().__init__()
+        check_choice("network.dim (1: signals, 2: images)", dim, (1, 2))
+        for name, size in (("kernel_size_down", kernel_size_down), ("kernel_size_up", kernel_size_up),
+                           ("kernel_size_skip", kernel_size_skip)):
+            check_integer(f"network.{name}", size, 1, MAX_KERNEL_SIZE)
+            if size % 2 == 0:
+                raise UserError(f"network.{name} must be odd (a convolution that keeps the size), got {size}.")
         if num_scales is None:
             num_scales = next((len(c) for c in (channels_down, channels_up, channels_skip) if isinstance(c, Sequence)), 5)
         down = _per_scale(channels_down, num_scales, "channels_down")
         up = _per_scale(channels_up, num_scales, "channels_up")
-        skip = _per_scale(channels_skip, num_scales, "channels_skip")
-        if dim not in (1, 2):
-            raise ValueError(f"network.dim must be 1 (signals) or 2 (images), got {dim}.")
+        skip = _per_scale(channels_skip, num_scales, "channels_skip", minimum=0)  # 0: no skip connection
         self.in_channels, self.out_channels, self.dim = in_channels, out_channels, dim
         self.downsampling_factor = 2**num_scales
         self.normalises_coarsest_scale = batch_norm  # BatchNorm needs more than one pixel there (fit_to checks)

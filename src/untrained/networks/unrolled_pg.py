@@ -27,12 +27,13 @@ import math
 import torch
 from torch import nn
 
-from untrained.errors import UserError, check_at_least, check_choice
+from untrained.errors import UserError, check_at_least, check_choice, check_integer, check_positive
 from untrained.methods.tv import total_variation
 from untrained.operators.base import LinearOperator, operator_norm
 
 REGULARIZERS = ("l2", "elastic_net", "tv")
 LEARNABLE_BUFFERS = ("matrix", "kernel")
+MAX_LAYERS = 10_000  # per forward pass, each differentiated through (Arndt's LISTA: 50)
 
 
 def sobolev_norm(difference: torch.Tensor) -> torch.Tensor:
@@ -128,8 +129,9 @@ class Regularizer:
 
     def __init__(self, kind: str, alpha: float, alpha_l2: float = 0.0, tv_eps: float = 1e-4):
         check_choice("network.regularizer", kind, REGULARIZERS)
-        if alpha < 0 or alpha_l2 < 0:
-            raise UserError(f"network.alpha and network.alpha_l2 must be >= 0, got {alpha}, {alpha_l2}.")
+        check_at_least("network.alpha", alpha, 0)
+        check_at_least("network.alpha_l2", alpha_l2, 0)
+        check_positive("network.tv_eps", tv_eps)
         if kind == "l2" and alpha <= 0:
             raise UserError("network.alpha must be positive for regularizer=l2 (the lower level must be strongly convex).")
         self.kind, self.alpha, self.alpha_l2, self.tv_eps = kind, alpha, alpha_l2, tv_eps
@@ -191,9 +193,9 @@ class UnrolledProximalGradient(nn.Module):
                  operator: str = "full"):
         super().__init__()
         check_choice("network.operator", operator, OPERATORS)
-        check_at_least("network.layers", layers, 1)
-        if step_size is not None and step_size <= 0:
-            raise UserError(f"network.step_size must be positive or null, got {step_size}.")
+        check_integer("network.layers", layers, 1, MAX_LAYERS)
+        if step_size is not None:
+            check_positive("network.step_size (or null)", step_size)
         self.layers, self.requested_step, self.parameterization = layers, step_size, operator
         self.regularizer = Regularizer(regularizer, alpha, alpha_l2, tv_eps)
         self.operator: LearnedOperator | SingularValueOperator | None = None
@@ -205,8 +207,13 @@ class UnrolledProximalGradient(nn.Module):
         self.operator = OPERATORS[self.parameterization](problem.operator)
         self.register_buffer("y", problem.y.detach().clone())
         self._to_domain, self._from_domain = problem.to_domain, problem.from_domain
-        self.step_size = self.requested_step or 1.0 / (operator_norm(problem.operator, iterations=100) ** 2
-                                                       + self.regularizer.lipschitz(len(problem.image_shape) - 1))
+        lipschitz = (operator_norm(problem.operator, iterations=100) ** 2
+                     + self.regularizer.lipschitz(len(problem.image_shape) - 1))
+        if self.requested_step is not None and not self.requested_step < 2 / lipschitz:
+            raise UserError(f"network.step_size={self.requested_step} makes proximal gradient diverge: use a step "
+                            f"below 2/L = {2 / lipschitz:.4g} (L = ||A||² + the regularizer's Lipschitz constant), "
+                            f"or null.")
+        self.step_size = self.requested_step or 1.0 / lipschitz
 
     def check_bound(self) -> None:
         if self.operator is None:

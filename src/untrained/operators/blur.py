@@ -15,10 +15,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from untrained.errors import UserError
+from untrained.errors import (
+    UserError,
+    check_array,
+    check_in_range,
+    check_integer,
+    check_number,
+    check_positive,
+    read_npy,
+)
 from untrained.operators.base import LinearOperator, Operator
 
 BOUNDARIES = ("circular", "reflect", "valid")
+KERNELS = ("gaussian", "box", "motion", "file")
+MAX_KERNEL_SIZE = 1024  # pixels per side, whatever the image: the bound of an option the chosen kind ignores
+MAX_GAIN = 100.0  # at gain 100 a blurred value of 5% of the range already gives 99% of the response
 
 
 def gaussian_kernel(size: int = 9, sigma: float = 2.0) -> torch.Tensor:
@@ -48,32 +59,44 @@ def motion_kernel(length: int = 9, angle: float = 45.0) -> torch.Tensor:
     return torch.from_numpy(kernel / kernel.sum()).float()
 
 
-def kernel_from_file(path: str) -> torch.Tensor:
+def kernel_from_file(path: str, option: str = "task.kernel") -> torch.Tensor:
     file = Path(path).expanduser()
     if not file.is_file():
-        raise UserError(f"Kernel file '{path}' does not exist: give a .npy or .png kernel.")
+        raise UserError(f"Kernel file '{path}' does not exist: give a .npy or .png kernel ({option}.path).")
     if file.suffix == ".npy":
-        kernel = np.load(file).astype(np.float32)
+        kernel = read_npy(file, "kernel file")
     else:
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
-        kernel = np.asarray(Image.open(file).convert("L"), dtype=np.float32)
-    if kernel.ndim != 2 or kernel.sum() <= 0 or not np.isfinite(kernel).all():
-        raise UserError(f"Kernel '{path}' must be a 2D array of non-negative values with a positive sum.")
+        try:
+            kernel = np.asarray(Image.open(file).convert("L"))
+        except (UnidentifiedImageError, OSError) as error:
+            raise UserError(f"Cannot read kernel image '{path}' ({error}): give a .npy or .png kernel.") from None
+    kernel = check_array(f"Kernel file '{path}'", kernel, (2,)).astype(np.float32)
+    if kernel.min() < 0 or not kernel.sum() > 0:
+        raise UserError(f"Kernel file '{path}' must hold non-negative values with a positive sum (min {kernel.min()}, "
+                        f"sum {kernel.sum()}).")
     return torch.from_numpy(kernel / kernel.sum())
 
 
 def make_kernel(kind: str = "gaussian", size: int = 9, sigma: float = 2.0, length: int = 9, angle: float = 45.0,
-                path: str | None = None) -> torch.Tensor:
-    """A normalised blur kernel: gaussian (size, sigma), box (size), motion (length, angle), file (path)."""
+                path: str | None = None, option: str = "task.kernel", max_size: int = MAX_KERNEL_SIZE) -> torch.Tensor:
+    """A normalised blur kernel: gaussian (size, sigma), box (size), motion (length, angle), file (path).
+
+    ``option`` names the config node in messages; ``max_size`` (the image's smaller side) bounds the kind's extent
+    before the kernel is allocated."""
+    if kind not in KERNELS:
+        raise UserError(f"Unknown kernel type {option}.kind={kind}: choose one of {', '.join(KERNELS)}.")
+    check_integer(f"{option}.size", size, 1, max_size if kind in ("gaussian", "box") else MAX_KERNEL_SIZE)
+    check_positive(f"{option}.sigma", sigma)
+    check_integer(f"{option}.length", length, 1, max_size if kind == "motion" else MAX_KERNEL_SIZE)
+    check_number(f"{option}.angle", angle)
     makers = {
         "gaussian": lambda: gaussian_kernel(size, sigma),
         "box": lambda: box_kernel(size),
         "motion": lambda: motion_kernel(length, angle),
-        "file": lambda: kernel_from_file(path or ""),
+        "file": lambda: kernel_from_file(path or "", option),
     }
-    if kind not in makers:
-        raise UserError(f"Unknown kernel type '{kind}': choose one of {', '.join(makers)}.")
     return makers[kind]()
 
 
@@ -157,8 +180,7 @@ class SaturatedBlur(Operator):
 
     def __init__(self, blur_operator: Blur, gain: float = 3.0):
         super().__init__()
-        if gain <= 0:
-            raise UserError(f"task.gain must be positive, got {gain}.")
+        check_in_range("task.gain", gain, 0, MAX_GAIN, low_open=True)
         self.blur, self.gain = blur_operator, gain
         self.domain_shape, self.range_shape = blur_operator.domain_shape, blur_operator.range_shape
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from untrained.errors import UserError
+from untrained.errors import UserError, check_integer
 from untrained.operators.base import LinearOperator, operator_norm
 
 FULL_ANGLES = 180  # the views of a full scan over [0, π) that sparse-view subsets are drawn from
@@ -27,8 +27,7 @@ def default_impl() -> str:
 
 def view_angles(views: int, selection: str = "equispaced", seed: int = 0, full: int = FULL_ANGLES) -> np.ndarray:
     """Indices into ``full`` equispaced angles over [0, π): every (full/views)-th, or a seeded random subset."""
-    if not 1 <= views <= full:
-        raise UserError(f"task.views must be between 1 and {full}, got {views}.")
+    check_integer("task.views (of the full scan's angles)", views, 1, full)
     if selection == "equispaced":
         return np.round(np.linspace(0, full, views, endpoint=False)).astype(int)
     if selection == "random":

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from untrained.errors import UserError
+from untrained.errors import UserError, check_integer
 from untrained.operators.base import LinearOperator
 
 KERNELS = ("lanczos2", "bicubic")
@@ -42,7 +42,8 @@ class Downsample(LinearOperator):
     def __init__(self, factor: int, image_shape: tuple[int, int, int], kind: str = "lanczos2"):
         super().__init__()
         c, h, w = image_shape
-        if factor < 1 or h % factor or w % factor:
+        check_integer("task.factor", factor, 1, min(h, w))
+        if h % factor or w % factor:
             raise UserError(f"The scale factor {factor} does not divide the image size {h}x{w}: "
                             f"choose task.size as a multiple of {factor}.")
         self.factor = factor
