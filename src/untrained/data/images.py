@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,7 @@ def load_builtin(name: str) -> np.ndarray:
 
 def image_size(size, maximum: int = MAX_IMAGE_SIZE) -> tuple[int, int]:
     """``task.size`` as (H, W): a whole number (square) or [H, W], each side in [1, maximum]."""
-    sides = list(size) if isinstance(size, (list, tuple)) else [size, size]
+    sides = list(size) if isinstance(size, Sequence) and not isinstance(size, str) else [size, size]
     if len(sides) != 2:
         raise UserError(f"task.size must be a whole number or [H, W], got {size}.")
     for side in sides:
