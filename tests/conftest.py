@@ -48,3 +48,15 @@ def make_cfg(tmp_path):
         return compose_config(overrides, tmp_path / subdir, fast)
 
     return factory
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_are_given_back():
+    """Every fit gives back the signal handlers it installed (a leaked Ctrl-C handler would swallow Ctrl-C)."""
+    import signal
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
+    yield
+    after = {s: signal.getsignal(s) for s in before}
+    leaked = {signal.Signals(s).name: after[s] for s in before if after[s] is not before[s]}
+    assert not leaked, f"signal handlers left installed: {leaked}"

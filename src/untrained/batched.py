@@ -394,7 +394,11 @@ def train_batched(cfg: DictConfig) -> dict:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     start = time.perf_counter()
-    trainer.fit(module)
+    try:
+        trainer.fit(module)
+    finally:
+        if stopper:
+            stopper.restore_handlers()
     wall_time = time.perf_counter() - start
     module.unstack()
     interrupted_by = stopper.interrupted_by if stopper else None

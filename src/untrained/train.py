@@ -207,6 +207,9 @@ def train(cfg: DictConfig) -> dict:
         trainer.fit(module, ckpt_path=checkpointing.resume_path() if checkpointing else None)
     except Exception as error:  # keep what the run has (best iterate, history), then report the error
         module.status, module.failure, crash = "failed", f"{type(error).__name__}: {error}", error
+    finally:
+        if checkpointing:
+            checkpointing.restore_handlers()
     interrupted_by = checkpointing.interrupted_by if checkpointing else None
     if interrupted_by and module.status != "failed":
         module.status = "interrupted"  # after the fit: the checkpoint says "running", so a resumed run completes

@@ -125,6 +125,9 @@ class StopOnSignal(StepCallback):
             self.received = signum
 
     def restore_handlers(self) -> None:
+        """Give back the handlers found at setup. Also called by ``train()`` once the fit has returned or raised:
+        a fit that raises skips the teardown hooks, and Lightning then puts back the handlers it found when
+        training started, this callback's among them."""
         if threading.current_thread() is threading.main_thread():
             for signum, handler in self.outer_handlers.items():
                 if handler is not None:
@@ -133,8 +136,6 @@ class StopOnSignal(StepCallback):
     def teardown(self, trainer, module, stage) -> None:
         self.restore_handlers()
 
-    def on_exception(self, trainer, module, exception) -> None:
-        self.restore_handlers()  # Lightning skips the teardown hooks when the fit raises
 
     # Stopping -----------------------------------------------------------------------------------
     def on_step_end(self, trainer, module, step: int) -> None:
