@@ -2,7 +2,7 @@
 TORCH ?= torch==2.13.0
 PYTHON ?= python
 
-.PHONY: install test run
+.PHONY: install test lint format run
 install:
 	$(PYTHON) -m pip install $(TORCH)
 	# fastmri declares torchvision, which we never need (and which breaks a CPU torch): no deps.
@@ -11,6 +11,15 @@ install:
 
 test:
 	$(PYTHON) -m pytest -q
+
+# ruff (rules in pyproject.toml): lint and formatting, as CI checks them; `make format` rewrites.
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format:
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .
 
 run:
 	$(PYTHON) train.py

@@ -33,9 +33,18 @@ def one_fit(args) -> dict:
     """In this (fresh) process: one bare fit of ``args.length`` steps; its step times and page faults."""
     reused = reuse_freed_memory() if args.reuse else False
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose_config([f"task={args.task}", f"network={args.network}", "trainer.accelerator=cpu",
-                              "logger=none", f"paths.output_dir={tmp}", f"trainer.max_steps={args.length}",
-                              *SWITCHES[args.switches], *args.override])
+        cfg = compose_config(
+            [
+                f"task={args.task}",
+                f"network={args.network}",
+                "trainer.accelerator=cpu",
+                "logger=none",
+                f"paths.output_dir={tmp}",
+                f"trainer.max_steps={args.length}",
+                *SWITCHES[args.switches],
+                *args.override,
+            ]
+        )
         start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         seconds = fit_bare(cfg, torch.device("cpu"), PeakMemory(torch.device("cpu")))
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
@@ -43,8 +52,22 @@ def one_fit(args) -> dict:
 
 
 def in_fresh_process(args, switches: str, reuse: bool, length: int) -> dict:
-    command = [sys.executable, "-m", "benchmarks.malloc", "--one-fit", "--switches", switches, "--length", str(length),
-               "--task", args.task, "--network", args.network, *(["--reuse"] if reuse else []), *args.override]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.malloc",
+        "--one-fit",
+        "--switches",
+        switches,
+        "--length",
+        str(length),
+        "--task",
+        args.task,
+        "--network",
+        args.network,
+        *(["--reuse"] if reuse else []),
+        *args.override,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -71,22 +94,36 @@ def main(argv=None) -> dict:
         for reuse in (False, True):
             short = in_fresh_process(args, switches, reuse, args.warmup + args.steps)
             long = in_fresh_process(args, switches, reuse, args.warmup + 2 * args.steps)
-            timed = short["seconds"][args.warmup - 1:] + long["seconds"][args.warmup - 1:]
-            rows.append({"switches": switches, "reuse_freed_memory": long["reuse_freed_memory"],
-                         "seconds_per_step": statistics.median(timed), "spread": [min(timed), max(timed)],
-                         "page_faults_per_step": (long["faults"] - short["faults"]) / args.steps})
+            timed = short["seconds"][args.warmup - 1 :] + long["seconds"][args.warmup - 1 :]
+            rows.append(
+                {
+                    "switches": switches,
+                    "reuse_freed_memory": long["reuse_freed_memory"],
+                    "seconds_per_step": statistics.median(timed),
+                    "spread": [min(timed), max(timed)],
+                    "page_faults_per_step": (long["faults"] - short["faults"]) / args.steps,
+                }
+            )
     report = {"machine": machine(), "settings": vars(args), "rows": rows}
-    lines = [f"# One fit per process: glibc malloc defaults against performance.reuse_freed_memory "
-             f"({args.task}, {args.network})", "",
-             f"- machine: {report['machine'].get('cpu')} ({report['machine']['cpu_count']} cores), "
-             f"torch {report['machine']['torch']}",
-             f"- command: `python -m benchmarks.malloc {' '.join(sys.argv[1:] if argv is None else argv)}`",
-             f"- {args.warmup} warm-up + {args.steps} and {2 * args.steps} timed steps, two fresh processes per row; "
-             "page faults/step is the difference of their counts over the extra steps (setting up varies by a few "
-             "thousand faults between processes, so near 0 it can come out negative)", "",
-             "| switches | freed memory reused | s/step | page faults/step |", "|---|---|---|---|"]
-    lines += [f"| {r['switches']} | {'yes' if r['reuse_freed_memory'] else 'no (glibc defaults)'} | "
-              f"{r['seconds_per_step']:.4f} | {r['page_faults_per_step']:,.0f} |" for r in rows]
+    lines = [
+        f"# One fit per process: glibc malloc defaults against performance.reuse_freed_memory "
+        f"({args.task}, {args.network})",
+        "",
+        f"- machine: {report['machine'].get('cpu')} ({report['machine']['cpu_count']} cores), "
+        f"torch {report['machine']['torch']}",
+        f"- command: `python -m benchmarks.malloc {' '.join(sys.argv[1:] if argv is None else argv)}`",
+        f"- {args.warmup} warm-up + {args.steps} and {2 * args.steps} timed steps, two fresh processes per row; "
+        "page faults/step is the difference of their counts over the extra steps (setting up varies by a few "
+        "thousand faults between processes, so near 0 it can come out negative)",
+        "",
+        "| switches | freed memory reused | s/step | page faults/step |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['switches']} | {'yes' if r['reuse_freed_memory'] else 'no (glibc defaults)'} | "
+        f"{r['seconds_per_step']:.4f} | {r['page_faults_per_step']:,.0f} |"
+        for r in rows
+    ]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(report, indent=2, default=str))

@@ -33,9 +33,19 @@ def benchmark(size: int = 256, views: int = 18, impl: str = "astra_cpu", repeats
     forward = time_call(lambda: operator(x), device, repeats)
     adjoint = time_call(lambda: operator.adjoint(y), device, repeats)
     both = time_call(lambda: operator.adjoint(operator(x)), device, repeats)
-    return {"operator": "ct", "size": size, "views": views, "detectors": operator.detectors, "impl": impl,
-            "device": str(device), "forward_ms": forward, "adjoint_ms": adjoint, "forward_adjoint_ms": both,
-            "operator_norm": operator.norm, "adjoint_error": adjointness_error(operator)}
+    return {
+        "operator": "ct",
+        "size": size,
+        "views": views,
+        "detectors": operator.detectors,
+        "impl": impl,
+        "device": str(device),
+        "forward_ms": forward,
+        "adjoint_ms": adjoint,
+        "forward_adjoint_ms": both,
+        "operator_norm": operator.norm,
+        "adjoint_error": adjointness_error(operator),
+    }
 
 
 def main() -> None:

@@ -51,9 +51,17 @@ def benchmark(height: int = 320, width: int = 320, coils: int = 15, device: str 
     forward = time_call(lambda: operator(x), device, repeats)
     adjoint = time_call(lambda: operator.adjoint(y), device, repeats)
     both = time_call(lambda: operator.adjoint(operator(x)), device, repeats)
-    return {"operator": "mri", "shape": [height, width], "coils": coils, "device": str(device),
-            "threads": torch.get_num_threads(), "forward_ms": forward, "adjoint_ms": adjoint,
-            "forward_adjoint_ms": both, "adjoint_error": adjointness_error(operator)}
+    return {
+        "operator": "mri",
+        "shape": [height, width],
+        "coils": coils,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "forward_ms": forward,
+        "adjoint_ms": adjoint,
+        "forward_adjoint_ms": both,
+        "adjoint_error": adjointness_error(operator),
+    }
 
 
 def main() -> None:

@@ -43,8 +43,15 @@ from hydra.core.global_hydra import GlobalHydra
 
 from untrained.batched import batch_size, build_batched
 from untrained.callbacks.base import StepCallback
-from untrained.fast import (HostSyncCounter, StepGraph, accelerate, first_line, performance_callbacks,
-                            performance_from_config, reuse_freed_memory)
+from untrained.fast import (
+    HostSyncCounter,
+    StepGraph,
+    accelerate,
+    first_line,
+    performance_callbacks,
+    performance_from_config,
+    reuse_freed_memory,
+)
 from untrained.methods.base import Method
 from untrained.train import build, build_module, close_experiment
 
@@ -52,7 +59,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 # --quick: tiny problems and networks (the tests' FAST setting), so the whole run is a smoke test.
 QUICK_TASK = {"size": 32}
-QUICK_NETWORK = {"skip": ["network.channels_down=[16,16,16]", "network.channels_up=[16,16,16]", "network.channels_skip=[4,4,4]"]}
+QUICK_NETWORK = {
+    "skip": ["network.channels_down=[16,16,16]", "network.channels_up=[16,16,16]", "network.channels_skip=[4,4,4]"]
+}
+
+
 def switches(autocast=False, channels_last=False, compile=False, cuda_graphs=False) -> list[str]:
     flags = {"autocast": autocast, "channels_last": channels_last, "compile": compile, "cuda_graphs": cuda_graphs}
     return [f"performance.{k}={str(v).lower()}" for k, v in flags.items()]
@@ -93,8 +104,15 @@ SIGNAL_NETWORK = {"skip": ["experiment=dip_1d"], "drp": ["network.dim=1"]}
 
 def base_overrides(task: str, network: str, device: str, args, output_dir: str) -> list[str]:
     method = args.method or NETWORK_METHOD.get(network, "vanilla")
-    overrides = [f"task={task}", f"network={network}", f"method={method}", f"trainer.accelerator={device}",
-                 f"logger={args.logger}", f"paths.output_dir={output_dir}", "hydra.run.dir=."]
+    overrides = [
+        f"task={task}",
+        f"network={network}",
+        f"method={method}",
+        f"trainer.accelerator={device}",
+        f"logger={args.logger}",
+        f"paths.output_dir={output_dir}",
+        "hydra.run.dir=.",
+    ]
     if task in SIGNAL_TASKS:
         overrides = SIGNAL_NETWORK.get(network, []) + overrides
     if args.quick:
@@ -163,7 +181,9 @@ class StepClock(StepCallback):
 
     def intervals(self) -> list[tuple[float, int, int]]:
         """(seconds, steps, index) from each end to the next."""
-        return [(self.clock.seconds(a, b), n - m, i + 1) for i, ((a, m), (b, n)) in enumerate(zip(self.ends, self.ends[1:]))]
+        return [
+            (self.clock.seconds(a, b), n - m, i + 1) for i, ((a, m), (b, n)) in enumerate(zip(self.ends, self.ends[1:]))
+        ]
 
     def step_seconds(self) -> list[float]:
         return [t / n for t, n, _ in self.intervals() for _ in range(n)]
@@ -237,7 +257,9 @@ def fit_plain(cfg, device: torch.device, memory: PeakMemory) -> dict[str, list[f
     network, method, problem = module.network.to(device), module.method.to(device), module.problem.to(device)
     network.train()
     own_rule = type(method).optimization_step is not Method.optimization_step
-    optimizer = method.configure_optimizer(network) if own_rule else torch.optim.Adam(network.parameters(), lr=method.lr)
+    optimizer = (
+        method.configure_optimizer(network) if own_rule else torch.optim.Adam(network.parameters(), lr=method.lr)
+    )
     steps, reads = [], []
     with memory.measure():
         for step in range(cfg.trainer.max_steps):
@@ -306,11 +328,18 @@ def host_reads_per_step(cfg, steps: int = 50) -> dict[str, float]:
 # Measurements -------------------------------------------------------------------------------------
 def summarise(name: str, step_times: list[float], memory: int, default_steps: int, extra: dict | None = None) -> dict:
     median = statistics.median(step_times)
-    return {"variant": name, "seconds_per_step": median, "mean_seconds_per_step": statistics.fmean(step_times),
-            "steps_per_second": 1 / median,
-            "spread": [min(step_times), max(step_times)], "samples": len(step_times),
-            "peak_memory_mb": memory / 2**20, "full_reconstruction_s": median * default_steps,
-            "default_steps": default_steps, **(extra or {})}
+    return {
+        "variant": name,
+        "seconds_per_step": median,
+        "mean_seconds_per_step": statistics.fmean(step_times),
+        "steps_per_second": 1 / median,
+        "spread": [min(step_times), max(step_times)],
+        "samples": len(step_times),
+        "peak_memory_mb": memory / 2**20,
+        "full_reconstruction_s": median * default_steps,
+        "default_steps": default_steps,
+        **(extra or {}),
+    }
 
 
 def benchmark_combo(task: str, network: str, device_name: str, args) -> dict:
@@ -322,8 +351,13 @@ def benchmark_combo(task: str, network: str, device_name: str, args) -> dict:
         variants = {"plain": None, "untrained": timed + EAGER}
         if args.fast:
             variants.update({name: timed + FAST_VARIANTS[name] for name in args.fast_variants})
-            variants.update({name.replace("untrained", "bare"): timed + FAST_VARIANTS[name]
-                             for name in BARE_TWINS if name in args.fast_variants})
+            variants.update(
+                {
+                    name.replace("untrained", "bare"): timed + FAST_VARIANTS[name]
+                    for name in BARE_TWINS
+                    if name in args.fast_variants
+                }
+            )
         samples = {name: [] for name in variants}
         overheads, plain_reads = {}, []
         memory = {name: PeakMemory(device) for name in variants}
@@ -333,21 +367,23 @@ def benchmark_combo(task: str, network: str, device_name: str, args) -> dict:
                 cfg = compose_config(overrides + (variants[name] or timed))
                 if name == "plain":
                     plain = fit_plain(cfg, device, memory[name])
-                    samples[name] += plain["steps"][args.warmup:]
-                    plain_reads += plain["reads"][args.warmup:]
+                    samples[name] += plain["steps"][args.warmup :]
+                    plain_reads += plain["reads"][args.warmup :]
                 elif name.startswith("bare"):
-                    samples[name] += fit_bare(cfg, device, memory[name])[args.warmup:]
+                    samples[name] += fit_bare(cfg, device, memory[name])[args.warmup :]
                 else:
                     clock = fit_framework(cfg, device, memory[name])
-                    samples[name] += clock.step_seconds()[args.warmup:]
-                    overheads.setdefault(name, []).extend(clock.overhead_seconds()[args.warmup:])
+                    samples[name] += clock.step_seconds()[args.warmup :]
+                    overheads.setdefault(name, []).extend(clock.overhead_seconds()[args.warmup :])
         rows = []
         for name in variants:
             extra = {}
             if overheads.get(name):
                 median_step = statistics.median(samples[name])
-                extra = {"overhead_s": statistics.median(overheads[name]),
-                         "overhead_pct": 100 * statistics.median(overheads[name]) / median_step}
+                extra = {
+                    "overhead_s": statistics.median(overheads[name]),
+                    "overhead_pct": 100 * statistics.median(overheads[name]) / median_step,
+                }
             if name == "plain":
                 extra = {"reads_s": statistics.median(plain_reads)}
             rows.append(summarise(name, samples[name], memory[name].peak, default_steps, extra))
@@ -366,9 +402,15 @@ def benchmark_batched(device_name: str, args) -> dict:
     default), on a CPU with every switch at auto (``default``); B = 1 is the ordinary single-run path.
     """
     device = torch.device("cuda" if device_name == "gpu" else "cpu")
-    modes = {"eager": EAGER + ["performance.batch_mode=vmap"], "loop": EAGER + ["performance.batch_mode=loop"],
-             **({"graph": switches(cuda_graphs=True) + ["performance.batch_mode=vmap"]} if device.type == "cuda"
-                else {"default": []})}  # the CPU default: loop, bf16 + channels-last on AMX CPUs
+    modes = {
+        "eager": EAGER + ["performance.batch_mode=vmap"],
+        "loop": EAGER + ["performance.batch_mode=loop"],
+        **(
+            {"graph": switches(cuda_graphs=True) + ["performance.batch_mode=vmap"]}
+            if device.type == "cuda"
+            else {"default": []}
+        ),
+    }  # the CPU default: loop, bf16 + channels-last on AMX CPUs
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         overrides = base_overrides("denoising", "skip", device_name, args, tmp)
@@ -376,27 +418,45 @@ def benchmark_batched(device_name: str, args) -> dict:
         default_steps = int(compose_config(overrides).trainer.max_steps)
         for mode, flags in modes.items():
             for size in args.batch_sizes:
-                cfg = compose_config(overrides + [f"trainer.max_steps={args.warmup + args.steps}",
-                                                  f"performance.batch_size={size}", *flags])
+                cfg = compose_config(
+                    overrides
+                    + [f"trainer.max_steps={args.warmup + args.steps}", f"performance.batch_size={size}", *flags]
+                )
                 memory = PeakMemory(device)
                 clock = fit_framework(cfg, device, memory)
-                row = summarise(f"B={size}", clock.step_seconds()[args.warmup:], memory.peak, default_steps)
-                row.update(mode=mode, batch_size=size, reconstructions_per_hour=size * 3600 / row["full_reconstruction_s"])
+                row = summarise(f"B={size}", clock.step_seconds()[args.warmup :], memory.peak, default_steps)
+                row.update(
+                    mode=mode, batch_size=size, reconstructions_per_hour=size * 3600 / row["full_reconstruction_s"]
+                )
                 rows.append(row)
     baseline = {r["mode"]: r["reconstructions_per_hour"] for r in rows if r["batch_size"] == args.batch_sizes[0]}
     for row in rows:
         row["throughput_vs_b1"] = row["reconstructions_per_hour"] / baseline[row["mode"]]
         row["throughput_vs_b1_eager"] = row["reconstructions_per_hour"] / baseline["eager"]
-    return {"task": "denoising", "network": "skip", "device": device_name, "image_size": args.batch_image_size, "rows": rows}
+    return {
+        "task": "denoising",
+        "network": "skip",
+        "device": device_name,
+        "image_size": args.batch_image_size,
+        "rows": rows,
+    }
 
 
 # Report -----------------------------------------------------------------------------------------
 def machine() -> dict:
-    info = {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
-            "lightning": L.__version__, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "load_average_at_start": os.getloadavg()}
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": os.getloadavg(),
+    }
     try:
-        info["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        info["cpu"] = next(
+            line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         info["cpu"] = platform.processor()
     if torch.cuda.is_available():
@@ -407,42 +467,69 @@ def machine() -> dict:
 
 def markdown(report: dict) -> str:
     m, s = report["machine"], report["settings"]
-    lines = [f"# untrained speed benchmark ({'quick' if s['quick'] else 'full'})", "",
-             f"- machine: {m.get('cpu')} ({m['cpu_count']} cores, {m['torch_threads']} torch threads)"
-             + (f", GPU {m['gpu']} (CUDA {m['cuda']})" if "gpu" in m else ", no GPU")
-             + f"; load average at start {', '.join(f'{x:.1f}' for x in m['load_average_at_start'])}",
-             f"- torch {m['torch']}, lightning {m['lightning']}, python {m['python']}",
-             f"- settings: method {s['method'] or 'vanilla (adp for unrolled_pg)'}, logger {s['logger']}, {s['warmup']} warm-up + {s['steps']} timed steps "
-             f"× {s['rounds']} rounds (alternating), medians over timed steps",
-             f"- command: `{s['command']}`", "",
-             "| task | network | device | variant | s/step | steps/s | ratio to plain | overhead | peak MB | full run (steps) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# untrained speed benchmark ({'quick' if s['quick'] else 'full'})",
+        "",
+        f"- machine: {m.get('cpu')} ({m['cpu_count']} cores, {m['torch_threads']} torch threads)"
+        + (f", GPU {m['gpu']} (CUDA {m['cuda']})" if "gpu" in m else ", no GPU")
+        + f"; load average at start {', '.join(f'{x:.1f}' for x in m['load_average_at_start'])}",
+        f"- torch {m['torch']}, lightning {m['lightning']}, python {m['python']}",
+        f"- settings: method {s['method'] or 'vanilla (adp for unrolled_pg)'}, logger {s['logger']}, "
+        f"{s['warmup']} warm-up + {s['steps']} timed steps "
+        f"× {s['rounds']} rounds (alternating), medians over timed steps",
+        f"- command: `{s['command']}`",
+        "",
+        "| task | network | device | variant | s/step | steps/s | ratio to plain | overhead | peak MB "
+        "| full run (steps) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for combo in report["results"]:
         if "skipped" in combo:
-            lines.append(f"| {combo['task']} | {combo['network']} | {combo['device']} | skipped: {combo['skipped']} | | | | | | |")
+            lines.append(
+                f"| {combo['task']} | {combo['network']} | {combo['device']} "
+                f"| skipped: {combo['skipped']} | | | | | | |"
+            )
             continue
         for v in combo["variants"]:
-            overhead = f"{1000 * v['overhead_s']:.1f} ms ({v['overhead_pct']:.1f}%)" if "overhead_s" in v else (
-                f"reads {1000 * v['reads_s']:.1f} ms" if "reads_s" in v else "")
-            lines.append(f"| {combo['task']} | {combo['network']} | {combo['device']} | {v['variant']} | {v['seconds_per_step']:.4f} | "
-                         f"{v['steps_per_second']:.2f} | {v['ratio_to_plain']:.3f} | {overhead} | {v['peak_memory_mb']:.0f} | "
-                         f"{v['full_reconstruction_s']:.0f} s ({v['default_steps']}) |")
+            overhead = (
+                f"{1000 * v['overhead_s']:.1f} ms ({v['overhead_pct']:.1f}%)"
+                if "overhead_s" in v
+                else (f"reads {1000 * v['reads_s']:.1f} ms" if "reads_s" in v else "")
+            )
+            lines.append(
+                f"| {combo['task']} | {combo['network']} | {combo['device']} | {v['variant']} "
+                f"| {v['seconds_per_step']:.4f} | "
+                f"{v['steps_per_second']:.2f} | {v['ratio_to_plain']:.3f} | {overhead} | {v['peak_memory_mb']:.0f} | "
+                f"{v['full_reconstruction_s']:.0f} s ({v['default_steps']}) |"
+            )
     if report.get("host_reads_per_step"):
         r = report["host_reads_per_step"]
-        lines += ["", f"Tensor → host reads per step (each a GPU synchronisation; counted on the CPU, "
-                      f"module.log_every=25): untrained {r['untrained']:.2f}, plain loop {r['plain']:.2f}."]
+        lines += [
+            "",
+            f"Tensor → host reads per step (each a GPU synchronisation; counted on the CPU, "
+            f"module.log_every=25): untrained {r['untrained']:.2f}, plain loop {r['plain']:.2f}.",
+        ]
     for batch in report.get("batched", []):
-        lines += ["", f"## Batched fits: denoising {batch['image_size']}², skip network, {batch['device']}", "",
-                  "| step | B | s/step | peak MB | reconstructions/hour | vs B=1 (same step) | vs B=1 eager |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Batched fits: denoising {batch['image_size']}², skip network, {batch['device']}",
+            "",
+            "| step | B | s/step | peak MB | reconstructions/hour | vs B=1 (same step) | vs B=1 eager |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for row in batch["rows"]:
-            lines.append(f"| {row['mode']} | {row['batch_size']} | {row['seconds_per_step']:.4f} | {row['peak_memory_mb']:.0f} | "
-                         f"{row['reconstructions_per_hour']:.2f} | {row['throughput_vs_b1']:.2f}× | {row['throughput_vs_b1_eager']:.2f}× |")
+            lines.append(
+                f"| {row['mode']} | {row['batch_size']} | {row['seconds_per_step']:.4f} "
+                f"| {row['peak_memory_mb']:.0f} | {row['reconstructions_per_hour']:.2f} "
+                f"| {row['throughput_vs_b1']:.2f}× | {row['throughput_vs_b1_eager']:.2f}× |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps (smoke test)")
     parser.add_argument("--tasks", nargs="*", help="task configs (default: all in conf/task)")
     parser.add_argument("--networks", nargs="*", help="network configs (default: all in conf/network)")
@@ -453,18 +540,33 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, help="untimed steps per round (default 2; quick 1)")
     parser.add_argument("--rounds", type=int, help="alternating rounds (default 2; quick 1)")
     parser.add_argument("--fast", action="store_true", help="also time the fast path (performance.*=true)")
-    parser.add_argument("--fast-variants", nargs="*", default=[v for v in FAST_VARIANTS if v not in OPT_IN_VARIANTS],
-                        choices=list(FAST_VARIANTS),
-                        help="which parts of the fast path --fast times (default: all but untrained_default, the switches "
-                             "at auto, which on a GPU is untrained_fast, and untrained_channels_last); untrained_fast and untrained_default add "
-                             "bare_fast and bare_default, the same step without Lightning, callbacks or logger")
-    parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",") if x], default=None,
-                        help="batched fits to time, e.g. 1,2,4 (default: none; quick: 1,2)")
+    parser.add_argument(
+        "--fast-variants",
+        nargs="*",
+        default=[v for v in FAST_VARIANTS if v not in OPT_IN_VARIANTS],
+        choices=list(FAST_VARIANTS),
+        help="which parts of the fast path --fast times (default: all but untrained_default, the switches "
+        "at auto, which on a GPU is untrained_fast, and untrained_channels_last); untrained_fast and "
+        "untrained_default add "
+        "bare_fast and bare_default, the same step without Lightning, callbacks or logger",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        default=None,
+        help="batched fits to time, e.g. 1,2,4 (default: none; quick: 1,2)",
+    )
     parser.add_argument("--batch-image-size", type=int, help="image size of the batched fits (default 64; quick 32)")
-    parser.add_argument("--host-reads", action="store_true",
-                        help="also count tensor → host reads per step (denoising × skip, tiny size)")
-    parser.add_argument("--keep-malloc-defaults", action="store_true",
-                        help="leave glibc's malloc settings alone (train() makes it reuse freed memory: fast.reuse_freed_memory)")
+    parser.add_argument(
+        "--host-reads",
+        action="store_true",
+        help="also count tensor → host reads per step (denoising × skip, tiny size)",
+    )
+    parser.add_argument(
+        "--keep-malloc-defaults",
+        action="store_true",
+        help="leave glibc's malloc settings alone (train() makes it reuse freed memory: fast.reuse_freed_memory)",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--name", help="output file name (default: <devices>[-quick])")
     parser.add_argument("override", nargs="*", help="extra Hydra overrides for every run, e.g. module.log_every=50")
@@ -505,11 +607,20 @@ def main(argv=None) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             small = argparse.Namespace(**{**vars(args), "quick": True})
             reads = host_reads_per_step(compose_config(base_overrides("denoising", "skip", "cpu", small, tmp)))
-    batched = [benchmark_batched(d, args) for d in args.devices if args.batch_sizes and (d == "cpu" or torch.cuda.is_available())]
+    batched = [
+        benchmark_batched(d, args)
+        for d in args.devices
+        if args.batch_sizes and (d == "cpu" or torch.cuda.is_available())
+    ]
     settings = {k: v for k, v in vars(args).items()}
     settings["command"] = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
-    report = {"machine": machine(), "settings": settings, "results": results, "host_reads_per_step": reads,
-              "batched": batched}
+    report = {
+        "machine": machine(),
+        "settings": settings,
+        "results": results,
+        "host_reads_per_step": reads,
+        "batched": batched,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = args.name or ("-".join(args.devices) + ("-quick" if args.quick else ""))

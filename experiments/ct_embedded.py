@@ -28,8 +28,16 @@ from benchmarks.operators_ct import benchmark  # noqa: E402
 from untrained.methods.edip import CHECKPOINT_NAME  # noqa: E402
 from untrained.train import train  # noqa: E402
 
-KEYS = ("baseline_fbp_psnr", "baseline_tv_psnr", "best_psnr", "best_step", "final_psnr", "steps",
-        "seconds_per_step", "wall_time_s")
+KEYS = (
+    "baseline_fbp_psnr",
+    "baseline_tv_psnr",
+    "best_psnr",
+    "best_step",
+    "final_psnr",
+    "steps",
+    "seconds_per_step",
+    "wall_time_s",
+)
 
 
 def run(overrides: list[str]) -> dict:
@@ -50,15 +58,36 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     base = ROOT / "outputs" / "experiments" / "ct_embedded" / f"size{args.size}_steps{args.steps}_seed{args.seed}"
-    common = ["task=ct", f"task.size={args.size}", f"seed={args.seed}", "logger=none", "callbacks=none",
-              "trainer.enable_progress_bar=false", *args.override]
+    common = [
+        "task=ct",
+        f"task.size={args.size}",
+        f"seed={args.seed}",
+        "logger=none",
+        "callbacks=none",
+        "trainer.enable_progress_bar=false",
+        *args.override,
+    ]
     result = {"overrides": common, "steps": args.steps, "pretrain_steps": args.pretrain_steps}
-    result["vanilla"] = run(common + ["method=vanilla", f"trainer.max_steps={args.steps}",
-                                      f"paths.output_dir={base / 'vanilla'}"])
-    result["edip_pretrain"] = run(common + ["method=edip_pretrain", f"trainer.max_steps={args.pretrain_steps}",
-                                            f"paths.output_dir={base / 'edip_pretrain'}"])
-    result["edip"] = run(common + ["method=edip", f"method.checkpoint={base / 'edip_pretrain' / CHECKPOINT_NAME}",
-                                   f"trainer.max_steps={args.steps}", f"paths.output_dir={base / 'edip'}"])
+    result["vanilla"] = run(
+        common + ["method=vanilla", f"trainer.max_steps={args.steps}", f"paths.output_dir={base / 'vanilla'}"]
+    )
+    result["edip_pretrain"] = run(
+        common
+        + [
+            "method=edip_pretrain",
+            f"trainer.max_steps={args.pretrain_steps}",
+            f"paths.output_dir={base / 'edip_pretrain'}",
+        ]
+    )
+    result["edip"] = run(
+        common
+        + [
+            "method=edip",
+            f"method.checkpoint={base / 'edip_pretrain' / CHECKPOINT_NAME}",
+            f"trainer.max_steps={args.steps}",
+            f"paths.output_dir={base / 'edip'}",
+        ]
+    )
     result["operator_timing_default_size"] = benchmark(256, 18, "astra_cpu")
     print(json.dumps(result, indent=2))
 

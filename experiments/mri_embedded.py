@@ -26,8 +26,20 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.operators_mri import benchmark  # noqa: E402
 from untrained.train import train  # noqa: E402
 
-KEYS = ("baseline_zero_filled_psnr", "baseline_zero_filled_ssim", "baseline_cg_sense_psnr", "baseline_cg_sense_ssim",
-        "best_psnr", "best_ssim", "best_step", "final_psnr", "final_ssim", "steps", "seconds_per_step", "wall_time_s")
+KEYS = (
+    "baseline_zero_filled_psnr",
+    "baseline_zero_filled_ssim",
+    "baseline_cg_sense_psnr",
+    "baseline_cg_sense_ssim",
+    "best_psnr",
+    "best_ssim",
+    "best_step",
+    "final_psnr",
+    "final_ssim",
+    "steps",
+    "seconds_per_step",
+    "wall_time_s",
+)
 
 
 def main() -> None:
@@ -37,10 +49,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides")
     args = parser.parse_args()
-    output_dir = ROOT / "outputs" / "experiments" / "mri_embedded" / f"size{args.size}_steps{args.steps}_seed{args.seed}"
+    output_dir = (
+        ROOT / "outputs" / "experiments" / "mri_embedded" / f"size{args.size}_steps{args.steps}_seed{args.seed}"
+    )
     overrides = [
-        "task=mri", f"task.size={args.size}", f"trainer.max_steps={args.steps}", f"seed={args.seed}",
-        "logger=none", "callbacks=none", "trainer.enable_progress_bar=false", f"paths.output_dir={output_dir}",
+        "task=mri",
+        f"task.size={args.size}",
+        f"trainer.max_steps={args.steps}",
+        f"seed={args.seed}",
+        "logger=none",
+        "callbacks=none",
+        "trainer.enable_progress_bar=false",
+        f"paths.output_dir={output_dir}",
         *args.override,
     ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -31,20 +31,31 @@ DEFAULT_METHODS = ["vanilla", ES_RUN, "tv", "self_guided", "aseqdip"]
 ES_LABEL = "vanilla + ES-WMV"
 
 
-def compose(run: str, args) -> "DictConfig":  # noqa: F821
+def compose(run: str, args) -> DictConfig:  # noqa: F821
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     overrides = [
-        f"method={'vanilla' if run == ES_RUN else run}", f"task.image={args.image}", f"task.size={args.size}",
-        f"task.sigma={args.sigma}", f"trainer.max_steps={args.steps}", f"trainer.accelerator={args.device}",
-        "trainer.enable_progress_bar=false", "logger=none", f"seed={args.seed}",
-        f"paths.output_dir={Path(args.runs).resolve() / run}", f"module.log_every={min(args.steps, 100)}",
+        f"method={'vanilla' if run == ES_RUN else run}",
+        f"task.image={args.image}",
+        f"task.size={args.size}",
+        f"task.sigma={args.sigma}",
+        f"trainer.max_steps={args.steps}",
+        f"trainer.accelerator={args.device}",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+        f"seed={args.seed}",
+        f"paths.output_dir={Path(args.runs).resolve() / run}",
+        f"module.log_every={min(args.steps, 100)}",
     ]
     if run == ES_RUN:  # ES_WMV.ipynb: DIP with reg_noise_std = 1/30, stopped by the rule
-        overrides += ["method.reg_noise_std=0.03333333333333333", "callbacks=es_wmv", "callbacks.progress_bar=null",
-                      "callbacks.images=null"] + list(args.override)
+        overrides += [
+            "method.reg_noise_std=0.03333333333333333",
+            "callbacks=es_wmv",
+            "callbacks.progress_bar=null",
+            "callbacks.images=null",
+        ] + list(args.override)
     else:  # callbacks.* overrides concern the ES-WMV run only
         overrides += ["callbacks=none"] + [o for o in args.override if not o.startswith("callbacks.")]
     GlobalHydra.instance().clear()
@@ -62,8 +73,13 @@ def curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def summarize(steps: np.ndarray, psnr: np.ndarray) -> dict:
     peak = int(np.argmax(psnr))
-    return {"peak_psnr": float(psnr[peak]), "peak_step": int(steps[peak]), "final_psnr": float(psnr[-1]),
-            "final_step": int(steps[-1]), "drop": float(psnr[peak] - psnr[-1])}
+    return {
+        "peak_psnr": float(psnr[peak]),
+        "peak_step": int(steps[peak]),
+        "final_psnr": float(psnr[-1]),
+        "final_step": int(steps[-1]),
+        "drop": float(psnr[peak] - psnr[-1]),
+    }
 
 
 def collect(methods: list[str], runs: Path) -> tuple[dict, dict]:
@@ -80,8 +96,14 @@ def collect(methods: list[str], runs: Path) -> tuple[dict, dict]:
             method = ES_LABEL
             if metrics.get("es_step") is not None:
                 detected, psnr_there = metrics["es_step"], metrics["es_psnr"]
-                row.update(detected_step=detected, detected_psnr=psnr_there, stopped=metrics["es_stopped"],
-                           final_step=detected, final_psnr=psnr_there, drop=row["peak_psnr"] - psnr_there)
+                row.update(
+                    detected_step=detected,
+                    detected_psnr=psnr_there,
+                    stopped=metrics["es_stopped"],
+                    final_step=detected,
+                    final_psnr=psnr_there,
+                    drop=row["peak_psnr"] - psnr_there,
+                )
         curves[method], table[method] = (steps, psnr), row
     return curves, table
 
@@ -109,21 +131,29 @@ def plot(curves: dict, table: dict, path: Path, title: str) -> None:
 
 
 def format_table(table: dict) -> str:
-    lines = ["| method | peak PSNR [dB] | step of peak | final PSNR [dB] | final step | drop [dB] | s/step |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | peak PSNR [dB] | step of peak | final PSNR [dB] | final step | drop [dB] | s/step |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for label, row in table.items():
         if row.get("stopped") is False:
             label += " (did not fire: its current minimum)"
         seconds = row.get("seconds_per_step")
-        lines.append(f"| {label} | {row['peak_psnr']:.2f} | {row['peak_step']} | {row['final_psnr']:.2f} | "
-                     f"{row['final_step']} | {row['drop']:.2f} | {'' if seconds is None else f'{seconds:.3f}'} |")
+        lines.append(
+            f"| {label} | {row['peak_psnr']:.2f} | {row['peak_step']} | {row['final_psnr']:.2f} | "
+            f"{row['final_step']} | {row['drop']:.2f} | {'' if seconds is None else f'{seconds:.3f}'} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
-                        help=f"method config names; {ES_RUN}: vanilla stopped by ES-WMV")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=DEFAULT_METHODS,
+        help=f"method config names; {ES_RUN}: vanilla stopped by ES-WMV",
+    )
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--image", default="astronaut")
@@ -143,8 +173,11 @@ def main() -> None:
 
         for method in args.methods:
             metrics = train(compose(method, args))
-            print(f"{method}: best {metrics.get('best_psnr', float('nan')):.2f} dB at step {metrics.get('best_step')}, "
-                  f"final {metrics.get('final_psnr', float('nan')):.2f} dB, {metrics['wall_time_s']:.0f} s", flush=True)
+            print(
+                f"{method}: best {metrics.get('best_psnr', float('nan')):.2f} dB at step {metrics.get('best_step')}, "
+                f"final {metrics.get('final_psnr', float('nan')):.2f} dB, {metrics['wall_time_s']:.0f} s",
+                flush=True,
+            )
     curves, table = collect(args.methods, runs)
     size = f"{args.size}x{args.size}"
     plot(curves, table, Path(args.figure), f"Denoising {args.image} {size}, sigma={args.sigma:g}/255: PSNR vs step")
@@ -152,7 +185,8 @@ def main() -> None:
     print(text)
     Path(args.figure).with_suffix(".md").write_text(
         f"{args.image} {size}, sigma = {args.sigma:g}/255, {args.steps} steps, seed {args.seed}, "
-        f"overrides {args.override or 'none'}\n\n{text}\n")
+        f"overrides {args.override or 'none'}\n\n{text}\n"
+    )
 
 
 if __name__ == "__main__":

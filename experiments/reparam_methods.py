@@ -51,10 +51,21 @@ def compose(overrides: list[str], args, name: str, steps: int):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose("train", overrides=overrides + [
-            f"task.size={args.size}", f"trainer.max_steps={steps}", "trainer.accelerator=cpu",
-            "trainer.enable_progress_bar=false", "logger=none", "callbacks=none", f"seed={args.seed}",
-            f"paths.output_dir={Path(args.runs).resolve() / name}", "module.log_every=100"])
+        return hydra_compose(
+            "train",
+            overrides=overrides
+            + [
+                f"task.size={args.size}",
+                f"trainer.max_steps={steps}",
+                "trainer.accelerator=cpu",
+                "trainer.enable_progress_bar=false",
+                "logger=none",
+                "callbacks=none",
+                f"seed={args.seed}",
+                f"paths.output_dir={Path(args.runs).resolve() / name}",
+                "module.log_every=100",
+            ],
+        )
 
 
 def salt_and_pepper(problem, amount: float, seed: int):
@@ -63,9 +74,16 @@ def salt_and_pepper(problem, amount: float, seed: int):
 
     clean = problem.x_true
     corrupted = random_noise(clean[0].numpy(), mode="s&p", amount=amount, rng=seed).astype(np.float32)
-    return InverseProblem("salt_and_pepper", problem.operator, torch.from_numpy(corrupted)[None], problem.image_shape,
-                          x_true=clean, init=torch.from_numpy(corrupted)[None],
-                          baselines={"corrupted": torch.from_numpy(corrupted)[None]}, info={"amount": amount})
+    return InverseProblem(
+        "salt_and_pepper",
+        problem.operator,
+        torch.from_numpy(corrupted)[None],
+        problem.image_shape,
+        x_true=clean,
+        init=torch.from_numpy(corrupted)[None],
+        baselines={"corrupted": torch.from_numpy(corrupted)[None]},
+        info={"amount": amount},
+    )
 
 
 def fit_salt_and_pepper(cfg, amount: float) -> tuple[dict, object]:
@@ -77,8 +95,9 @@ def fit_salt_and_pepper(cfg, amount: float) -> tuple[dict, object]:
     L.seed_everything(cfg.seed, verbose=False)
     problem = salt_and_pepper(build(cfg.task, "task"), amount, cfg.seed)
     method = build(cfg.method, "method")
-    network = build(cfg.network, "network", in_channels=method.input_channels(problem),
-                    out_channels=problem.image_shape[0])
+    network = build(
+        cfg.network, "network", in_channels=method.input_channels(problem), out_channels=problem.image_shape[0]
+    )
     module = UntrainedModule(problem, network, method, **cfg.module)
     trainer = build(cfg.trainer, "trainer", callbacks=[], logger=False)
     start = time.perf_counter()
@@ -91,7 +110,8 @@ def fit_salt_and_pepper(cfg, amount: float) -> tuple[dict, object]:
 
 def row(metrics: dict, baseline: str) -> dict:
     return {k: metrics.get(k) for k in ("best_psnr", "best_step", "final_psnr", "seconds_per_step")} | {
-        "input_psnr": metrics.get(f"baseline_{baseline}_psnr")}
+        "input_psnr": metrics.get(f"baseline_{baseline}_psnr")
+    }
 
 
 def main():

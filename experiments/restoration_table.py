@@ -34,11 +34,21 @@ def run(task: str, args) -> dict:
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"task={task}", f"task.size={args.size}", f"trainer.max_steps={args.steps}", f"seed={args.seed}",
-            f"trainer.accelerator={args.device}", "logger=none", "callbacks=none", "trainer.enable_progress_bar=false",
-            f"paths.output_dir={args.runs}/{task}", *args.override,
-        ])
+        cfg = compose(
+            "train",
+            overrides=[
+                f"task={task}",
+                f"task.size={args.size}",
+                f"trainer.max_steps={args.steps}",
+                f"seed={args.seed}",
+                f"trainer.accelerator={args.device}",
+                "logger=none",
+                "callbacks=none",
+                "trainer.enable_progress_bar=false",
+                f"paths.output_dir={args.runs}/{task}",
+                *args.override,
+            ],
+        )
     return train(cfg)
 
 
@@ -54,15 +64,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    rows = ["| task | size | steps | degraded input PSNR | baseline | baseline PSNR | DIP best PSNR (step) "
-            "| DIP final PSNR |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| task | size | steps | degraded input PSNR | baseline | baseline PSNR | DIP best PSNR (step) "
+        "| DIP final PSNR |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for task in args.tasks:
         baseline, degraded = TASKS[task]
         m = run(task, args)
-        rows.append(f"| {task} | {args.size} | {m['steps']} | {m[f'baseline_{degraded}_psnr']:.2f} | {baseline} | "
-                    f"{m[f'baseline_{baseline}_psnr']:.2f} | {m['best_psnr']:.2f} ({m['best_step']}) "
-                    f"| {m['final_psnr']:.2f} |")
+        rows.append(
+            f"| {task} | {args.size} | {m['steps']} | {m[f'baseline_{degraded}_psnr']:.2f} | {baseline} | "
+            f"{m[f'baseline_{baseline}_psnr']:.2f} | {m['best_psnr']:.2f} ({m['best_step']}) "
+            f"| {m['final_psnr']:.2f} |"
+        )
         print(rows[-1], flush=True)
     print("\n".join(rows))
 

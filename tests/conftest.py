@@ -36,7 +36,9 @@ FAST = [
 def compose_config(overrides: list[str] | None = None, output_dir: Path | None = None, fast: bool = True):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else ["paths.output_dir=/tmp/untrained-test"]
+        extra = (
+            [f"paths.output_dir={output_dir}"] if output_dir is not None else ["paths.output_dir=/tmp/untrained-test"]
+        )
         return compose("train", overrides=(FAST if fast else []) + extra + list(overrides or []))
 
 

@@ -16,8 +16,14 @@ from untrained.operators.base import adjointness_error
 from untrained.operators.blur import Blur
 from untrained.train import build_module, train
 
-ADP_FAST = ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "logger=none", "callbacks=none",
-            "network=unrolled_pg", "method=adp"]
+ADP_FAST = [
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+    "callbacks=none",
+    "network=unrolled_pg",
+    "method=adp",
+]
 
 
 def test_integration_operator_structure():
@@ -83,12 +89,20 @@ def finite_difference_gradient(network, problem, x0, direction, step=1e-5, tol=1
 @pytest.mark.parametrize("regularizer", ["l2", "elastic_net", "tv"])
 def test_ift_hypergradient_matches_finite_differences(regularizer):
     problem = deconvolution_1d(size=24, kernel_std=1.5, delta=0.01, signal="piecewise_constant")
-    kwargs = {"l2": {"alpha": 1e-2}, "elastic_net": {"alpha": 2e-2, "alpha_l2": 1e-2}, "tv": {"alpha": 1e-2, "tv_eps": 1e-2}}
+    kwargs = {
+        "l2": {"alpha": 1e-2},
+        "elastic_net": {"alpha": 2e-2, "alpha_l2": 1e-2},
+        "tv": {"alpha": 1e-2, "tv_eps": 1e-2},
+    }
     network = bound_network(problem, regularizer=regularizer, **kwargs[regularizer])
     x0 = torch.zeros_like(problem.y)
     with torch.no_grad():  # move away from B = A, where the H¹ norm is not differentiable
-        network.operator.weight.add_(1e-2 * torch.randn(network.operator.weight.shape, generator=torch.Generator().manual_seed(1),
-                                                         dtype=torch.float64))
+        network.operator.weight.add_(
+            1e-2
+            * torch.randn(
+                network.operator.weight.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+            )
+        )
     x, _ = network.solve(x0, 1e-13, 100000, accelerate=True)
     grads, _, _ = hypergradient(network, problem, x, 0.5, 1e-14, 1000)
     direction = torch.randn(grads[0].shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
@@ -117,8 +131,15 @@ def test_singular_value_operator_matches_full_matrix():
 
 @pytest.mark.parametrize("solver", ["unrolled", "ift", "maid"])
 def test_short_adp_run_lowers_upper_loss(make_cfg, solver):
-    overrides = ADP_FAST + ["task=integration_1d", "task.size=50", "trainer.max_steps=15", "module.log_every=5",
-                            f"method.solver={solver}", "method.lower_max_iter=200", "network.layers=20"]
+    overrides = ADP_FAST + [
+        "task=integration_1d",
+        "task.size=50",
+        "trainer.max_steps=15",
+        "module.log_every=5",
+        f"method.solver={solver}",
+        "method.lower_max_iter=200",
+        "network.layers=20",
+    ]
     cfg = make_cfg(overrides, fast=False, subdir=solver)
     metrics = train(cfg)
     assert metrics["status"] == "completed" and metrics["steps"] == 15
@@ -142,9 +163,18 @@ def test_adp_needs_the_unrolled_network(make_cfg):
 
 @pytest.mark.parametrize("task", ["integration_1d", "deconvolution_1d"])
 def test_vanilla_dip_runs_on_1d_tasks(make_cfg, task):
-    overrides = ["experiment=dip_1d", f"task={task}", "task.size=32", "trainer.max_steps=4", "network.channels_down=[8,8,8]",
-                 "network.channels_up=[8,8,8]", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "logger=none",
-                 "callbacks=none"]
+    overrides = [
+        "experiment=dip_1d",
+        f"task={task}",
+        "task.size=32",
+        "trainer.max_steps=4",
+        "network.channels_down=[8,8,8]",
+        "network.channels_up=[8,8,8]",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+        "callbacks=none",
+    ]
     metrics = train(make_cfg(overrides, fast=False, subdir=task))
     assert metrics["status"] == "completed" and metrics["steps"] == 4
     assert math.isfinite(metrics["final_true_error"]) and math.isfinite(metrics["baseline_tikhonov_psnr"])
@@ -173,11 +203,24 @@ def test_kernel_parameterised_operator_hypergradient_with_tv():
 def test_maid_learns_the_kernel_on_2d_colour_deblurring(make_cfg):
     """float32 colour deblurring with the H¹ term: MAID accepts steps from B = A (where the H¹ norm has a kink)
     and the exact upper-level objective U(B) = ½||A x(B) − y||² + β||B − A||_{H¹} drops below U(A)."""
-    overrides = ADP_FAST + ["task=deblurring", "task.image=astronaut", "task.size=24", "task.kernel.kind=motion",
-                            "task.kernel.length=3", "task.noise_level=0.0196", "network.regularizer=tv", "network.alpha=3e-3",
-                            "network.tv_eps=1e-3", "method.solver=maid", "method.sobolev_weight=0.5", "method.lr=1e-5",
-                            "method.init=measurement", "method.lower_solver=fista", "method.maid_eps=1e-2",
-                            "method.maid_min_eps=1e-6"]
+    overrides = ADP_FAST + [
+        "task=deblurring",
+        "task.image=astronaut",
+        "task.size=24",
+        "task.kernel.kind=motion",
+        "task.kernel.length=3",
+        "task.noise_level=0.0196",
+        "network.regularizer=tv",
+        "network.alpha=3e-3",
+        "network.tv_eps=1e-3",
+        "method.solver=maid",
+        "method.sobolev_weight=0.5",
+        "method.lr=1e-5",
+        "method.init=measurement",
+        "method.lower_solver=fista",
+        "method.maid_eps=1e-2",
+        "method.maid_min_eps=1e-6",
+    ]
     module = build_module(make_cfg(overrides, fast=False))
     method, network, problem = module.method, module.network, module.problem
     assert problem.y.dtype == torch.float32

@@ -33,8 +33,15 @@ from untrained.train import build_module
 ROOT = Path(__file__).resolve().parents[1]
 
 # Tiny runs; the baselines' iterations (TV, CG) cut to a few, since every case builds the task again.
-BASE = ["task.size=32", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "logger=none", "callbacks=none",
-        "performance.autocast=false", "performance.channels_last=false"]
+BASE = [
+    "task.size=32",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+    "callbacks=none",
+    "performance.autocast=false",
+    "performance.channels_last=false",
+]
 SKIP = ["network.channels_down=[8,8]", "network.channels_up=[8,8]", "network.channels_skip=[2,2]"]
 DRP = ["network.channels_down=[8]", "network.channels_up=[8]", "network.channels_skip=[2]"]
 DECODER = ["network.channels=8", "network.blocks=3", "method.input.channels=8"]
@@ -57,8 +64,10 @@ GROUPS = {
     "network=drp": ("network", ["network=drp", *DRP]),
     "network=deep_decoder": ("network", ["method=deep_decoder", *DECODER]),
     "network=unrolled_pg": ("network", ADP),
-    **{f"method={name}": ("method", [f"method={name}", *SKIP])
-       for name in ("vanilla", "tv", "aseqdip", "deepred", "dop", "edip_pretrain", "edip", "oes", "self_guided")},
+    **{
+        f"method={name}": ("method", [f"method={name}", *SKIP])
+        for name in ("vanilla", "tv", "aseqdip", "deepred", "dop", "edip_pretrain", "edip", "oes", "self_guided")
+    },
     "method=drp": ("method", ["method=drp", *DRP]),
     "method=deep_decoder": ("method", ["method=deep_decoder", *DECODER]),
     "method=adp": ("method", ADP),
@@ -68,14 +77,32 @@ RUN_OPTIONS = ("seed", "trainer.max_steps", "module", "performance")
 
 # Options whose default is null (or a word) but that take a number; the type of their bad values.
 NUMERIC_WHEN_SET = {
-    "task.tv_weight": float, "task.noise_level": float, "task.gain": float, "task.photons": float,
-    "task.snr_db": float, "task.tsvd_threshold": float, "task.slice": int, "network.step_size": float,
-    "method.input_lr": float, "method.photons": float, "module.steps_per_batch": int,
+    "task.tv_weight": float,
+    "task.noise_level": float,
+    "task.gain": float,
+    "task.photons": float,
+    "task.snr_db": float,
+    "task.tsvd_threshold": float,
+    "task.slice": int,
+    "network.step_size": float,
+    "method.input_lr": float,
+    "method.photons": float,
+    "module.steps_per_batch": int,
 }
 # Null defaults that are not numbers (paths, switches, whole sub-configs).
-NOT_NUMERIC = {"task.grayscale", "task.kernel.path", "task.true_kernel", "task.mask_path", "task.impl", "task.file",
-               "method.mask", "method.checkpoint", "performance.compile_mode", "performance.sync_debug",
-               "performance.batch_indices"}
+NOT_NUMERIC = {
+    "task.grayscale",
+    "task.kernel.path",
+    "task.true_kernel",
+    "task.mask_path",
+    "task.impl",
+    "task.file",
+    "method.mask",
+    "method.checkpoint",
+    "performance.compile_mode",
+    "performance.sync_debug",
+    "performance.batch_indices",
+}
 
 BAD_VALUES = {  # kind → value for an int option, value for a float option
     "negative": (-3, -1.0),
@@ -85,8 +112,10 @@ BAD_VALUES = {  # kind → value for an int option, value for a float option
 }
 
 NOISE_LEVEL = "a noise level has no upper bound: a huge one drowns the image, which the run reports (low PSNR)"
-WEIGHT = "a weight or learning rate has no upper bound: a too large one gives a poor image or a non-finite loss, " \
-         "which ends the run with status failed"
+WEIGHT = (
+    "a weight or learning rate has no upper bound: a too large one gives a poor image or a non-finite loss, "
+    "which ends the run with status failed"
+)
 IGNORED_INDEX = "task.index is read only for folders and stacks; with a built-in image it is ignored"
 # (option, kind) → why the value is valid. Applies in every group that has the option; ("group", option, kind)
 # keys apply in that group only. NaN is never valid.
@@ -164,7 +193,7 @@ ALLOWED = {
     ("method.tv_weight", "huge"): WEIGHT,
     ("method.tv_eps", "huge"): "a strongly smoothed isotropic TV",
     ("method.inner_steps", "huge"): "more inner steps than the run: z is never replaced (DIP with the autoencoding "
-                                    "term)",
+    "term)",
     ("method.ae_weight", "zero"): "no autoencoding term",
     ("method.ae_weight", "huge"): WEIGHT,
     ("method.denoiser_sigma", "huge"): "a strong denoiser (a flat image)",
@@ -440,8 +469,11 @@ OBJECTS = np.array([{}, 1], object)
 LOADER_CASES = {
     # images (every image task reads them through data/images.py)
     "image:empty-folder": ("denoising", image(lambda t: folder(t / "empty")), "holds no files"),
-    "image:folder-index": ("denoising", image(lambda t: folder(t / "f", png_files=1), **{"task.index": 3}),
-                           "out of range"),
+    "image:folder-index": (
+        "denoising",
+        image(lambda t: folder(t / "f", png_files=1), **{"task.index": 3}),
+        "out of range",
+    ),
     "image:not-an-image": ("denoising", image(lambda t: text(t / "x.png")), "Cannot read image"),
     "image:npy": ("denoising", image(lambda t: npy(t / "x.npy", np.ones((16, 16)))), "Cannot read image"),
     "image:float-tiff-nan": ("denoising", image(lambda t: nan_tiff(t / "x.tif")), "NaN or Inf"),
@@ -457,8 +489,11 @@ LOADER_CASES = {
     "ct:npy-stack-index": ("ct", ct_npy(np.zeros((2, 16, 16)), **{"task.index": 5}), "past the end"),
     "ct:dicom-unreadable": ("ct", image(lambda t: text(t / "x.dcm")), "Cannot read DICOM"),
     "ct:dicom-nan": ("ct", image(lambda t: dicom(t / "x.dcm", rescale_slope="NaN")), "NaN or Inf"),
-    "ct:dicom-folder-index": ("ct", image(lambda t: folder(t / "f", dicom_files=1), **{"task.index": 4}),
-                              "past the end"),
+    "ct:dicom-folder-index": (
+        "ct",
+        image(lambda t: folder(t / "f", dicom_files=1), **{"task.index": 4}),
+        "past the end",
+    ),
     # fastMRI HDF5 (missing files and datasets, non-HDF5 files: tests/test_mri.py); all stop before ESPIRiT
     "mri:kspace-nan": ("mri", mri_file(kspace(nan=True)), "NaN or Inf"),
     "mri:kspace-inf": ("mri", mri_file(kspace(inf=True)), "NaN or Inf"),
@@ -487,8 +522,11 @@ LOADER_CASES = {
     "mask:wrong-shape": ("inpainting", mask_file(np.ones((16, 16))), "resize the mask"),
     "mask:not-binary": ("inpainting", mask_file(np.full((32, 32), 0.7)), "other than 0 and 1"),
     "mask:all-zeros": ("inpainting", mask_file(np.zeros((32, 32))), "observes no pixel"),
-    "mask:black-png": ("inpainting", mask_file(write=lambda t: png(t / "m.png", np.zeros((32, 32), np.uint8))),
-                       "observes no pixel"),
+    "mask:black-png": (
+        "inpainting",
+        mask_file(write=lambda t: png(t / "m.png", np.zeros((32, 32), np.uint8))),
+        "observes no pixel",
+    ),
     "mask:nan": ("inpainting", mask_file(np.pad(NAN, 15)), "NaN or Inf"),
     "mask:3d": ("inpainting", mask_file(np.ones((1, 32, 32))), "expected 2D"),
     "mask:complex": ("inpainting", mask_file(np.ones((32, 32), complex)), "dtype complex128"),
@@ -516,8 +554,15 @@ def test_cli_prints_one_line_and_exits_2(case, tmp_path):
     else:
         args, named = ["task=mri", f"task.file={fastmri(tmp_path / 'nan.h5', kspace(nan=True))}"], "NaN or Inf"
     command = [sys.executable, "train.py", *args, "task.size=32", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
-                            env={**os.environ, "WANDB_MODE": "offline"})
+    result = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
     output = result.stderr + result.stdout
     errors = [line for line in output.splitlines() if "ERROR" in line]
     assert result.returncode == 2 and "Traceback" not in output, output[-2000:]

@@ -29,5 +29,10 @@ def test_unknown_option_is_rejected():
 
 def test_default_experiment_is_dip_denoising_of_builtin_image():
     cfg = compose_config(fast=False)
-    assert (cfg.task.name, cfg.method.name, cfg.task.image, cfg.task.sigma) == ("denoising", "vanilla", "astronaut", 25.0)
+    assert (cfg.task.name, cfg.method.name, cfg.task.image, cfg.task.sigma) == (
+        "denoising",
+        "vanilla",
+        "astronaut",
+        25.0,
+    )
     assert cfg.method.lr == 0.01 and cfg.trainer.max_steps == 3000

@@ -123,6 +123,9 @@ def test_poisson_noise_lowers_fbp_quality():
 
 
 def test_dip_beats_fbp(make_cfg):
-    metrics = train(make_cfg(["task=ct", "task.size=32", "task.views=12", "task.tv_steps=20",
-                              "trainer.max_steps=300", "method.lr=0.01"]))
+    metrics = train(
+        make_cfg(
+            ["task=ct", "task.size=32", "task.views=12", "task.tv_steps=20", "trainer.max_steps=300", "method.lr=0.01"]
+        )
+    )
     assert metrics["best_psnr"] > metrics["baseline_fbp_psnr"]

@@ -15,8 +15,18 @@ def test_short_dip_run_beats_noisy_input_and_writes_outputs(make_cfg, tmp_path):
     assert metrics["status"] == "completed" and metrics["steps"] == 60
     assert metrics["best_psnr"] > metrics["baseline_noisy_psnr"] + 1.0
     run = tmp_path / "run"
-    for name in ["final.npy", "final.png", "best.npy", "best.png", "measurement.png", "ground_truth.png",
-                 "psnr_curve.png", "metrics.json", "history.json", "baseline_tv.png"]:
+    for name in [
+        "final.npy",
+        "final.png",
+        "best.npy",
+        "best.png",
+        "measurement.png",
+        "ground_truth.png",
+        "psnr_curve.png",
+        "metrics.json",
+        "history.json",
+        "baseline_tv.png",
+    ]:
         assert (run / name).is_file(), name
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["best_psnr"] == metrics["best_psnr"] and 0 <= saved["best_step"] < 60
@@ -37,7 +47,9 @@ def test_same_seed_same_metrics(make_cfg):
 def test_paper_tricks_average_and_perturb(make_cfg):
     """reg_noise_std and exp_weight are live options: the averaged estimate differs from the plain one."""
     plain = train(make_cfg(["trainer.max_steps=10"], subdir="a"))
-    tricks = train(make_cfg(["trainer.max_steps=10", "method.reg_noise_std=0.0333", "method.exp_weight=0.99"], subdir="b"))
+    tricks = train(
+        make_cfg(["trainer.max_steps=10", "method.reg_noise_std=0.0333", "method.exp_weight=0.99"], subdir="b")
+    )
     assert plain["final_psnr"] != tricks["final_psnr"]
 
 
@@ -69,8 +81,14 @@ def test_stop_between_log_flushes_keeps_every_step(make_cfg):
 
 def test_a_crash_mid_run_still_writes_the_results_so_far(make_cfg, tmp_path):
     """An exception during training: metrics.json says failed, the best iterate is saved, the error propagates."""
-    cfg = make_cfg(["trainer.max_steps=30", "module.log_every=5",
-                    "+callbacks.crash._target_=tests.test_denoising.CrashAtStep", "+callbacks.crash.step=12"])
+    cfg = make_cfg(
+        [
+            "trainer.max_steps=30",
+            "module.log_every=5",
+            "+callbacks.crash._target_=tests.test_denoising.CrashAtStep",
+            "+callbacks.crash.step=12",
+        ]
+    )
     with pytest.raises(RuntimeError, match="boom at step 12"):
         train(cfg)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -16,8 +16,17 @@ def pretrained(tmp_path_factory):
     from tests.conftest import compose_config
 
     run_dir = tmp_path_factory.mktemp("edip_pretrain")
-    cfg = compose_config(CT + ["method=edip_pretrain", "method.batch_size=2", "trainer.max_steps=80", "method.lr=3e-3",
-                               "module.log_every=1"], run_dir)
+    cfg = compose_config(
+        CT
+        + [
+            "method=edip_pretrain",
+            "method.batch_size=2",
+            "trainer.max_steps=80",
+            "method.lr=3e-3",
+            "module.log_every=1",
+        ],
+        run_dir,
+    )
     return train(cfg), run_dir
 
 

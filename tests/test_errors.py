@@ -40,7 +40,10 @@ def test_unreadable_image(make_cfg, tmp_path):
 def test_cli_prints_one_line_and_fails(tmp_path):
     result = subprocess.run(
         [sys.executable, "train.py", "task.sigma=-3", "logger=none", f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() + result.stdout.splitlines() if "ERROR" in line]

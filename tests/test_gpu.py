@@ -16,14 +16,27 @@ from untrained.train import build_module, train
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 # The GPU default (bf16 + channels-last with the graph), which the CPU tests' settings (conftest FAST) pin off.
-GPU = ["trainer.accelerator=gpu", "performance.compile=false", "trainer.max_steps=40", "module.log_every=10",
-       "performance.autocast=auto", "performance.channels_last=auto"]
+GPU = [
+    "trainer.accelerator=gpu",
+    "performance.compile=false",
+    "trainer.max_steps=40",
+    "module.log_every=10",
+    "performance.autocast=auto",
+    "performance.channels_last=auto",
+]
 
 
 def fit(cfg):
     module = build_module(cfg)
-    trainer = L.Trainer(accelerator="gpu", devices=1, max_steps=cfg.trainer.max_steps, logger=False,
-                        enable_progress_bar=False, enable_checkpointing=False, callbacks=performance_callbacks(cfg))
+    trainer = L.Trainer(
+        accelerator="gpu",
+        devices=1,
+        max_steps=cfg.trainer.max_steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        callbacks=performance_callbacks(cfg),
+    )
     trainer.fit(module)
     return module, trainer
 
@@ -35,9 +48,17 @@ def test_cuda_graph_step_matches_eager_fp32(make_cfg):
     backward kernels accumulate atomically, and Adam turns rounding-level differences of near-zero
     gradients into full-size steps (measured on an H100: up to 0.4% apart after 10 steps).
     """
-    base = ["trainer.accelerator=gpu", "performance.compile=false", "trainer.max_steps=10", "module.log_every=1",
-            "seed=3", "performance.autocast=false", "performance.channels_last=false", "task.size=64",
-            "method.exp_weight=0.99"]
+    base = [
+        "trainer.accelerator=gpu",
+        "performance.compile=false",
+        "trainer.max_steps=10",
+        "module.log_every=1",
+        "seed=3",
+        "performance.autocast=false",
+        "performance.channels_last=false",
+        "task.size=64",
+        "method.exp_weight=0.99",
+    ]
     eager, _ = fit(make_cfg(base + ["performance.cuda_graphs=false"], subdir="eager"))
     graphed, trainer = fit(make_cfg(base + ["performance.cuda_graphs=true"], subdir="graph"))
     step = graphed.method.optimization_step
@@ -54,8 +75,19 @@ def test_graph_runs_take_log_every_steps_per_lightning_batch(make_cfg):
     assert module.history["step"] == list(range(40)) and len(set(module.history["loss"])) == 40
 
 
-@pytest.mark.parametrize("task", ["denoising", "deblurring", "inpainting", "super_resolution", "mri", "ct",
-                                  "semi_blind_deblurring", "nonlinear_deblurring"])
+@pytest.mark.parametrize(
+    "task",
+    [
+        "denoising",
+        "deblurring",
+        "inpainting",
+        "super_resolution",
+        "mri",
+        "ct",
+        "semi_blind_deblurring",
+        "nonlinear_deblurring",
+    ],
+)
 def test_every_task_runs_on_the_gpu_fast_path(make_cfg, task):
     if task == "ct":
         pytest.importorskip("astra", reason="CT needs astra-toolbox (with its CUDA 12 runtime and cuFFT)")
@@ -99,8 +131,15 @@ def test_methods_run_on_the_gpu_fast_path(make_cfg, method):
 def test_batched_fit_on_the_gpu_matches_single_runs(make_cfg):
     """B members fitted together (vmapped, CUDA graph of the step) reconstruct as the single runs do
     (over a few steps: see test_cuda_graph_step_matches_eager_fp32)."""
-    base = ["trainer.accelerator=gpu", "trainer.max_steps=10", "task.size=64", "seed=1", "performance.autocast=false",
-            "performance.channels_last=false", "performance.compile=false"]
+    base = [
+        "trainer.accelerator=gpu",
+        "trainer.max_steps=10",
+        "task.size=64",
+        "seed=1",
+        "performance.autocast=false",
+        "performance.channels_last=false",
+        "performance.compile=false",
+    ]
     summary = train(make_cfg(base + ["performance.batch_size=2"], subdir="batched"))
     single = train(make_cfg(base + ["seed=2", "performance.cuda_graphs=false"], subdir="single"))
     assert summary["status"] == "completed" and len(summary["members"]) == 2

@@ -17,14 +17,24 @@ from untrained.networks.skip import SkipNet
 from untrained.train import build_module, train
 
 # FAST (conftest) sets skip-net widths; the deep decoder and DRP runs use these instead.
-QUIET = ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "logger=none", "callbacks=none",
-         "performance.autocast=false", "performance.channels_last=false"]
+QUIET = [
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+    "callbacks=none",
+    "performance.autocast=false",
+    "performance.channels_last=false",
+]
 NETWORKS = {
     "skip": ([], True),
-    "deep_decoder": (QUIET + ["method=deep_decoder", "network.channels=16", "network.blocks=3",
-                              "method.input.channels=16"], False),
-    "drp": (QUIET + ["method=drp", "network.channels_down=[8]", "network.channels_up=[8]",
-                     "network.channels_skip=[2]"], False),
+    "deep_decoder": (
+        QUIET + ["method=deep_decoder", "network.channels=16", "network.blocks=3", "method.input.channels=16"],
+        False,
+    ),
+    "drp": (
+        QUIET + ["method=drp", "network.channels_down=[8]", "network.channels_up=[8]", "network.channels_skip=[2]"],
+        False,
+    ),
 }
 
 
@@ -114,8 +124,9 @@ def test_methods_comparing_z_with_the_output_do_so_on_the_image_grid(make_cfg, m
     """z is the measurement reflection-padded to the working grid; the autoencoding / self-guidance term
     compares the output with z's centre, which is exactly the image-sized measurement at the start."""
     options = ["method.loss=mse"] if method == "aseqdip" else ["method.norm=l2"]
-    module = build_module(make_cfg([f"method={method}", "method.input.kind=measurement", "task.size=[37,45]",
-                                    *options]))
+    module = build_module(
+        make_cfg([f"method={method}", "method.input.kind=measurement", "task.size=[37,45]", *options])
+    )
     method_, network, problem = module.method, module.network, module.problem
     assert method_.z.shape == (1, 3, 40, 48)  # the FAST skip net's factor 8
     assert torch.equal(crop_to(method_.z, (37, 45)), problem.init)
@@ -135,16 +146,21 @@ def test_methods_comparing_z_with_the_output_do_so_on_the_image_grid(make_cfg, m
 
 def test_batched_loop_fit_at_an_odd_size_is_the_separate_runs(make_cfg):
     _, separate = run(make_cfg, ["task.size=[37,45]"], steps=3, subdir="separate")
-    batched, batch_dir = run(make_cfg, ["task.size=[37,45]", "performance.batch_size=2",
-                                        "performance.batch_mode=loop"], steps=3, subdir="batched")
+    batched, batch_dir = run(
+        make_cfg,
+        ["task.size=[37,45]", "performance.batch_size=2", "performance.batch_mode=loop"],
+        steps=3,
+        subdir="batched",
+    )
     assert batched["status"] == "completed"
     assert np.array_equal(np.load(f"{separate}/final.npy"), np.load(f"{batch_dir}/member_0/final.npy"))
     assert np.load(f"{batch_dir}/member_1/final.npy").shape == (3, 37, 45)
 
 
 def test_fast_path_at_an_odd_size(make_cfg):
-    metrics, output_dir = run(make_cfg, ["task.size=[37,45]", "performance.autocast=true",
-                                         "performance.channels_last=true"])
+    metrics, output_dir = run(
+        make_cfg, ["task.size=[37,45]", "performance.autocast=true", "performance.channels_last=true"]
+    )
     check_outputs(metrics, output_dir, (3, 37, 45))
     assert metrics["performance"]["channels_last"] and metrics["performance"]["autocast"]
 
@@ -162,8 +178,11 @@ def test_file_sizes_are_kept_with_size_null(make_cfg, tmp_path):
     check_outputs(metrics, output_dir, (3, 36, 44))
     slice_file = tmp_path / "slice.npy"
     np.save(slice_file, np.random.default_rng(1).random((37, 37)).astype(np.float32))
-    metrics, output_dir = run(make_cfg, ["task=ct", f"task.image={slice_file}", "task.size=null", "task.views=8",
-                                         "task.tv_steps=2"], subdir="ct")
+    metrics, output_dir = run(
+        make_cfg,
+        ["task=ct", f"task.image={slice_file}", "task.size=null", "task.views=8", "task.tv_steps=2"],
+        subdir="ct",
+    )
     check_outputs(metrics, output_dir, (1, 37, 37))
 
 
@@ -176,8 +195,10 @@ def test_raw_mri_file_at_its_odd_size(make_cfg, tmp_path):
     path = tmp_path / "raw.h5"
     with h5py.File(path, "w") as f:
         f.create_dataset("kspace", data=fft2c(maps * x).numpy()[None].astype(np.complex64))
-    metrics, output_dir = run(make_cfg, ["task=mri", f"task.file={path}", "task.size=null", "task.cg_iterations=2",
-                                         "task.center_fraction=0.25"])
+    metrics, output_dir = run(
+        make_cfg,
+        ["task=mri", f"task.file={path}", "task.size=null", "task.cg_iterations=2", "task.center_fraction=0.25"],
+    )
     check_outputs(metrics, output_dir, (2, 45, 37))
 
 
@@ -193,6 +214,15 @@ def test_size_errors_of_tasks_with_fixed_grids(make_cfg, tmp_path):
 
 def test_edip_pretraining_pads_its_synthetic_inputs(make_cfg):
     """EDIP's stage 1 feeds the network its own inputs (A^H of random-ellipse phantoms): padded as z is."""
-    metrics, output_dir = run(make_cfg, ["task=mri", "task.size=[37,45]", "task.coils=4", "task.cg_iterations=2",
-                                         "method=edip_pretrain", "method.batch_size=2"])
+    metrics, output_dir = run(
+        make_cfg,
+        [
+            "task=mri",
+            "task.size=[37,45]",
+            "task.coils=4",
+            "task.cg_iterations=2",
+            "method=edip_pretrain",
+            "method.batch_size=2",
+        ],
+    )
     check_outputs(metrics, output_dir, (2, 37, 45))

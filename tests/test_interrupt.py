@@ -29,10 +29,19 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_STEPS = 150
 # Tiny, with a reporting callback (ES-WMV: its entries and es.npy are part of what an interrupted run writes)
 # and periodic checkpoints, whose log line tells that the run is training.
-SETTING = ["network.channels_down=[8,8]", "network.channels_up=[8,8]", "network.channels_skip=[2,2]",
-           f"trainer.max_steps={MAX_STEPS}", "checkpoint.every_n_steps=10", "callbacks=es_wmv",
-           "~callbacks.progress_bar", "~callbacks.images", "callbacks.early_stopping.window=5",
-           "callbacks.early_stopping.check_every=5", "callbacks.early_stopping.stop_training=false"]
+SETTING = [
+    "network.channels_down=[8,8]",
+    "network.channels_up=[8,8]",
+    "network.channels_skip=[2,2]",
+    f"trainer.max_steps={MAX_STEPS}",
+    "checkpoint.every_n_steps=10",
+    "callbacks=es_wmv",
+    "~callbacks.progress_bar",
+    "~callbacks.images",
+    "callbacks.early_stopping.window=5",
+    "callbacks.early_stopping.check_every=5",
+    "callbacks.early_stopping.stop_training=false",
+]
 TRAINING = "Checkpoint at step 10:"
 TIMING = {"wall_time_s", "seconds_per_step"}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
@@ -42,8 +51,15 @@ class TrainProcess:
     """``python <arguments>`` in the repository, in its own process group (as a shell runs it), output collected."""
 
     def __init__(self, arguments: list[str]):
-        self.process = subprocess.Popen([sys.executable, *arguments], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, *arguments],
+            cwd=ROOT,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self.read, daemon=True)
         self.reader.start()
@@ -84,8 +100,12 @@ class TrainProcess:
 
 def outputs(run_dir: Path) -> tuple[dict, np.ndarray, np.ndarray, dict]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return ({k: v for k, v in metrics.items() if k not in TIMING}, np.load(run_dir / "final.npy"),
-            np.load(run_dir / "best.npy"), json.loads((run_dir / "history.json").read_text()))
+    return (
+        {k: v for k, v in metrics.items() if k not in TIMING},
+        np.load(run_dir / "final.npy"),
+        np.load(run_dir / "best.npy"),
+        json.loads((run_dir / "history.json").read_text()),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +190,16 @@ def test_ctrl_c_before_training_prints_one_line_and_exits_130(tmp_path):
 @pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once(tmp_path):
     """The first Ctrl-C asks for a save after the current step; a second one ends the process without it."""
-    run = TrainProcess(["train.py", *FAST, *SETTING[:3], "trainer.max_steps=100000", "checkpoint.every_n_steps=10",
-                        f"hydra.run.dir={tmp_path}"])
+    run = TrainProcess(
+        [
+            "train.py",
+            *FAST,
+            *SETTING[:3],
+            "trainer.max_steps=100000",
+            "checkpoint.every_n_steps=10",
+            f"hydra.run.dir={tmp_path}",
+        ]
+    )
     run.wait_for(TRAINING)
     run.signal(signal.SIGINT)
     run.wait_for("Ctrl-C: saving the run")
@@ -199,8 +227,9 @@ def test_interrupted_batched_fit_writes_every_member(make_cfg):
     """Batched fits are not checkpointed, but Ctrl-C still leaves every member's outputs (status: interrupted)."""
     cfg = make_cfg(["trainer.max_steps=12", "performance.batch_size=2", *SETTING[:3]])
     with open_dict(cfg):
-        cfg.callbacks = {"interrupt": {"_target_": "tests.test_interrupt.SignalAfterBatch", "step": 5,
-                                       "signum": int(signal.SIGINT)}}
+        cfg.callbacks = {
+            "interrupt": {"_target_": "tests.test_interrupt.SignalAfterBatch", "step": 5, "signum": int(signal.SIGINT)}
+        }
     with pytest.raises(RunInterrupted) as stopped:
         train(cfg)
     assert stopped.value.code == 130

@@ -10,9 +10,17 @@ from untrained.train import build_module, train
 
 def test_wandb_offline_run_directory(make_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    train(make_cfg(["logger=wandb", "trainer.max_steps=12", "module.log_every=4",
-                    "+callbacks.images._target_=untrained.callbacks.images.ImageLogger",
-                    "+callbacks.images.every_n_steps=5"]))
+    train(
+        make_cfg(
+            [
+                "logger=wandb",
+                "trainer.max_steps=12",
+                "module.log_every=4",
+                "+callbacks.images._target_=untrained.callbacks.images.ImageLogger",
+                "+callbacks.images.every_n_steps=5",
+            ]
+        )
+    )
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert list(runs[0].glob("run-*.wandb")) and (runs[0] / "files").is_dir()

@@ -40,8 +40,10 @@ def test_tv_lowers_the_tv_of_the_output_against_vanilla(make_cfg, tmp_path):
     steps = ["trainer.max_steps=40"]
     train(make_cfg(steps, subdir="vanilla"))
     train(make_cfg(steps + ["method=tv", "method.tv_weight=0.5"], subdir="tv"))
-    tv = {name: float(total_variation(torch.from_numpy(np.load(tmp_path / name / "final.npy"))[None]))
-          for name in ("vanilla", "tv")}
+    tv = {
+        name: float(total_variation(torch.from_numpy(np.load(tmp_path / name / "final.npy"))[None]))
+        for name in ("vanilla", "tv")
+    }
     assert tv["tv"] < 0.8 * tv["vanilla"]
 
 
@@ -72,7 +74,10 @@ def test_aseqdip_data_consistency_matches_the_reference_kspace_replacement(coils
     mask = (torch.rand(8, 8, generator=generator) < 0.4).float()
     operator = MultiCoilMRI(maps, mask)
     problem = InverseProblem(
-        "mri", operator, operator(torch.randn(1, 8, 8, dtype=torch.complex64, generator=generator)), (2, 8, 8),
+        "mri",
+        operator,
+        operator(torch.randn(1, 8, 8, dtype=torch.complex64, generator=generator)),
+        (2, 8, 8),
         to_domain=lambda x: torch.complex(x[:, 0], x[:, 1]),
         from_domain=lambda x: torch.stack([x.real, x.imag], dim=1),
     )
@@ -124,8 +129,10 @@ def synthetic_sequence(steps: int = 120, turn: int = 50) -> torch.Tensor:
 
 def brute_force_wmv(sequence: torch.Tensor, window: int) -> dict[int, float]:
     flat = sequence.reshape(len(sequence), -1).double()
-    return {t: float(((flat[t - window + 1: t + 1] - flat[t - window + 1: t + 1].mean(0)) ** 2).mean())
-            for t in range(window - 1, len(flat))}
+    return {
+        t: float(((flat[t - window + 1 : t + 1] - flat[t - window + 1 : t + 1].mean(0)) ** 2).mean())
+        for t in range(window - 1, len(flat))
+    }
 
 
 def brute_force_emv(sequence: torch.Tensor, alpha: float, start: int) -> dict[int, float]:
@@ -191,11 +198,14 @@ def compose_callbacks(name: str, **early_stopping):
 
 
 # End to end ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("overrides,steps", [
-    (["method=tv", "method.tv_kind=isotropic"], 60),
-    (["method=self_guided", "method.lr=0.01", "method.num_perturbations=2"], 60),
-    (["method=aseqdip", "method.lr=0.01"], 60),
-])
+@pytest.mark.parametrize(
+    "overrides,steps",
+    [
+        (["method=tv", "method.tv_kind=isotropic"], 60),
+        (["method=self_guided", "method.lr=0.01", "method.num_perturbations=2"], 60),
+        (["method=aseqdip", "method.lr=0.01"], 60),
+    ],
+)
 def test_methods_denoise_end_to_end(make_cfg, tmp_path, overrides, steps):
     cfg = make_cfg(overrides + [f"trainer.max_steps={steps}"])
     cfg.callbacks = compose_callbacks("es_emv", start=5)
@@ -216,11 +226,14 @@ SMALL_TASKS = {
 
 
 @pytest.mark.parametrize("task", sorted(SMALL_TASKS))
-@pytest.mark.parametrize("overrides", [
-    ["method=tv"],
-    ["method=self_guided", "method.num_perturbations=2"],
-    ["method=aseqdip", "method.inner_steps=4"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["method=tv"],
+        ["method=self_guided", "method.num_perturbations=2"],
+        ["method=aseqdip", "method.inner_steps=4"],
+    ],
+)
 def test_methods_run_on_mri_and_ct(make_cfg, task, overrides):
     cfg = make_cfg(overrides + SMALL_TASKS[task] + ["trainer.max_steps=12"])
     module = build_module(cfg)
@@ -245,8 +258,11 @@ def test_es_wmv_state_survives_a_checkpoint_resume(make_cfg, tmp_path):
         with open_dict(cfg):
             cfg.callbacks = compose_callbacks("es_wmv", window=10, patience=200, stop_training=False)
             if preempt:
-                cfg.callbacks.preempt = {"_target_": "tests.test_resume.SignalAtStep", "step": 25,
-                                         "signum": int(signal.SIGUSR2)}
+                cfg.callbacks.preempt = {
+                    "_target_": "tests.test_resume.SignalAtStep",
+                    "step": 25,
+                    "signum": int(signal.SIGUSR2),
+                }
         if preempt:
             with pytest.raises(RunInterrupted):
                 train(cfg)
@@ -264,8 +280,10 @@ def test_several_steps_per_lightning_batch_change_nothing(make_cfg):
     the same PSNRs, losses and early stop as one step per batch (bit for bit on the CPU)."""
     runs = {}
     for per_batch in (1, 7):
-        cfg = make_cfg(["trainer.max_steps=300", "module.log_every=10", f"module.steps_per_batch={per_batch}"],
-                       subdir=f"per_batch_{per_batch}")
+        cfg = make_cfg(
+            ["trainer.max_steps=300", "module.log_every=10", f"module.steps_per_batch={per_batch}"],
+            subdir=f"per_batch_{per_batch}",
+        )
         cfg.callbacks = compose_callbacks("es_wmv", window=10, patience=20, check_every=1)
         runs[per_batch] = train(cfg)
     one, seven = runs[1], runs[7]

@@ -21,15 +21,26 @@ from untrained.operators.base import Identity
 from untrained.train import build_module, train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-TASKS = ["denoising"] + (["mri"] if (CONF / "task" / "mri.yaml").exists() else []) + (
-    ["ct"] if (CONF / "task" / "ct.yaml").exists() else [])
-TASK_SIZES = {"denoising": ["task.size=32"], "mri": ["task.size=32", "task.coils=4", "task.cg_iterations=2"],
-              "ct": ["task.size=32", "task.tv_steps=5"]}
+TASKS = (
+    ["denoising"]
+    + (["mri"] if (CONF / "task" / "mri.yaml").exists() else [])
+    + (["ct"] if (CONF / "task" / "ct.yaml").exists() else [])
+)
+TASK_SIZES = {
+    "denoising": ["task.size=32"],
+    "mri": ["task.size=32", "task.coils=4", "task.cg_iterations=2"],
+    "ct": ["task.size=32", "task.tv_steps=5"],
+}
 SMALL_DECODER = ["network.channels=16", "network.blocks=3", "method.input.channels=16"]
 SMALL_DRP = ["network.channels_down=[8]", "network.channels_up=[8]", "network.channels_skip=[2]"]
 # FAST (conftest) sets skip-net widths; the deep decoder and DRP runs use these instead.
-QUIET = ["task.size=32", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "logger=none",
-         "callbacks=none"]
+QUIET = [
+    "task.size=32",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+    "callbacks=none",
+]
 
 
 def fit(method, network, problem, steps: int, start: int = 0) -> list[float]:
@@ -56,8 +67,19 @@ def test_deep_decoder_has_the_papers_parameter_count_and_input_size():
 def test_deep_decoder_fits_an_image_as_small_as_its_upsampling(make_cfg):
     """A 1×1 input is fine for the deep decoder (it normalises after upsampling), unlike the skip net's
     coarsest scale (test_errors.py)."""
-    metrics = train(make_cfg(QUIET + ["method=deep_decoder", "trainer.max_steps=2", "network.channels=8",
-                                      "network.blocks=6", "method.input.channels=8"], fast=False))
+    metrics = train(
+        make_cfg(
+            QUIET
+            + [
+                "method=deep_decoder",
+                "trainer.max_steps=2",
+                "network.channels=8",
+                "network.blocks=6",
+                "method.input.channels=8",
+            ],
+            fast=False,
+        )
+    )
     assert metrics["status"] == "completed"
 
 
@@ -99,8 +121,9 @@ def test_oes_learns_a_mask_of_the_requested_sparsity_and_pruned_weights_stay_zer
 
     # The mask transfers: a new run on another image starts at stage 2 from m ⊙ θ₀.
     method.write_outputs(tmp_path, problem)
-    reused = build_module(make_cfg(["method=oes", f"method.mask={tmp_path / 'mask.pt'}", "task.image=chelsea"],
-                                   subdir="reuse"))
+    reused = build_module(
+        make_cfg(["method=oes", f"method.mask={tmp_path / 'mask.pt'}", "task.image=chelsea"], subdir="reuse")
+    )
     assert reused.method.pruned and torch.equal(reused.method.mask, method.mask)
     for name, p in reused.network.named_parameters():
         assert torch.equal(p, initial[name] * masks[name] if name in masks else initial[name])
@@ -118,12 +141,14 @@ def test_dop_separates_salt_and_pepper_corruption(tmp_path):
     torch.manual_seed(0)
     clean = load_image("astronaut", 32, None, 0)
     corrupted = torch.from_numpy(random_noise(clean[0].numpy(), mode="s&p", amount=0.1, rng=0).astype(np.float32))[None]
-    problem = InverseProblem("salt_and_pepper", Identity(tuple(clean.shape[1:])), corrupted, tuple(clean.shape[1:]),
-                             x_true=clean)
+    problem = InverseProblem(
+        "salt_and_pepper", Identity(tuple(clean.shape[1:])), corrupted, tuple(clean.shape[1:]), x_true=clean
+    )
     # Discrepant rates: SGD lr 1 for θ; for 3·32² measurements the corruption needs a smaller lr than the
     # reference's 500 (at 3·512², the loss being a mean) and, to be quick, a larger start than 1e-5.
-    method = DoubleOverParameterization(lr=1.0, optimizer="sgd", corruption_lr=100.0, corruption_init=1e-3,
-                                        reg_noise_std=1 / 30)
+    method = DoubleOverParameterization(
+        lr=1.0, optimizer="sgd", corruption_lr=100.0, corruption_init=1e-3, reg_noise_std=1 / 30
+    )
     network = SkipNet(32, 3, [16] * 3, [16] * 3, [4] * 3)
     method.setup(problem, network)
     fit(method, network, problem, 120)
@@ -146,8 +171,12 @@ def test_drp_trains_batch_norms_and_input_but_leaves_every_convolution_unchanged
     state = {n: p.detach().clone() for n, p in network.named_parameters()}
     z, norm = method.z.detach().clone(), method.input_norm.weight.detach().clone()
     fit(method, network, problem, 3)
-    conv_params = [(n, p) for m_name, m in network.named_modules() if isinstance(m, nn.Conv2d)
-                   for n, p in m.named_parameters(prefix=m_name)]
+    conv_params = [
+        (n, p)
+        for m_name, m in network.named_modules()
+        if isinstance(m, nn.Conv2d)
+        for n, p in m.named_parameters(prefix=m_name)
+    ]
     assert conv_params and all(torch.equal(p, state[n]) for n, p in conv_params)
     batch_norm = [(n, p) for n, p in network.named_parameters() if all(n != c for c, _ in conv_params)]
     assert batch_norm and all(not torch.equal(p, state[n]) for n, p in batch_norm)
@@ -202,7 +231,16 @@ def test_methods_run_end_to_end(make_cfg, method, task):
 
 
 def test_dop_runs_on_the_salt_and_pepper_task(make_cfg, tmp_path):
-    metrics = train(make_cfg(["task.noise=salt_pepper", "task.noise_level=0.3", "method=dop", "trainer.max_steps=4",
-                              "method.corruption_lr=10"]))
+    metrics = train(
+        make_cfg(
+            [
+                "task.noise=salt_pepper",
+                "task.noise_level=0.3",
+                "method=dop",
+                "trainer.max_steps=4",
+                "method.corruption_lr=10",
+            ]
+        )
+    )
     assert metrics["status"] == "completed"
     assert np.load(tmp_path / "run" / "corruption.npy").shape == (3, 32, 32)

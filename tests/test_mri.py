@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import fastmri
 import h5py
 import numpy as np
 import pytest
 import torch
-
-import fastmri
 from fastmri.data.transforms import center_crop as fastmri_center_crop
+
 from untrained.data.espirit import calibration_region, espirit_maps
 from untrained.data.mri import birdcage_maps, column_mask, mri, simulate_coil_images
 from untrained.errors import UserError
@@ -158,7 +158,9 @@ def fastmri_file(tmp_path):
     with h5py.File(path, "w") as f:
         f.create_dataset("kspace", data=kspace)
         f.create_dataset("reconstruction_rss", data=target)
-        f.create_dataset("ismrmrd_header", data=HEADER.format(h=height, w=width, wmax=width - 1, wc=width // 2).encode())
+        f.create_dataset(
+            "ismrmrd_header", data=HEADER.format(h=height, w=width, wmax=width - 1, wc=width // 2).encode()
+        )
         f.attrs["acquisition"] = "AXT2"
         f.attrs["max"] = float(target.max())
     return path
@@ -236,8 +238,10 @@ def test_kspace_losses_through_the_real_view_equal_the_complex_forms():
     """The losses on complex k-space residuals (computed through the real view, for speed) give the values
     and gradients of mean(|r|²) and torch.linalg.vector_norm on the complex tensor."""
     residual = torch.randn(1, 4, 8, 6, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
-    for fast, reference in ((mean_squared_magnitude, lambda r: (r.abs() ** 2).mean()),
-                            (euclidean_norm, torch.linalg.vector_norm)):
+    for fast, reference in (
+        (mean_squared_magnitude, lambda r: (r.abs() ** 2).mean()),
+        (euclidean_norm, torch.linalg.vector_norm),
+    ):
         values, grads = [], []
         for loss in (fast, reference):
             r = residual.clone().requires_grad_()

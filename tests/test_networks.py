@@ -8,12 +8,12 @@ def dip_notebook_parameter_count() -> int:
     total = 0
     for scale in range(5):
         c_in = 32 if scale == 0 else 128
-        total += c_in * 4 + 4 + 2 * 4                    # skip conv 1×1 + BN
-        total += c_in * 128 * 9 + 128 + 2 * 128          # strided conv + BN
-        total += 128 * 128 * 9 + 128 + 2 * 128           # conv + BN
-        total += 2 * (4 + 128)                           # BN after concat
-        total += (4 + 128) * 128 * 9 + 128 + 2 * 128     # up conv + BN
-        total += 128 * 128 + 128 + 2 * 128               # 1×1 conv + BN
+        total += c_in * 4 + 4 + 2 * 4  # skip conv 1×1 + BN
+        total += c_in * 128 * 9 + 128 + 2 * 128  # strided conv + BN
+        total += 128 * 128 * 9 + 128 + 2 * 128  # conv + BN
+        total += 2 * (4 + 128)  # BN after concat
+        total += (4 + 128) * 128 * 9 + 128 + 2 * 128  # up conv + BN
+        total += 128 * 128 + 128 + 2 * 128  # 1×1 conv + BN
     return total + 128 * 3 + 3
 
 
@@ -24,9 +24,11 @@ def test_skip_net_has_the_papers_parameter_count():
 
 
 def test_skip_net_shapes_and_options():
-    for kwargs in [dict(pad="zero", upsample_mode="nearest", downsample_mode="avg"),
-                   dict(batch_norm=False, sigmoid=False, act="ELU", downsample_mode="max"),
-                   dict(channels_skip=[0, 0, 4])]:
+    for kwargs in [
+        dict(pad="zero", upsample_mode="nearest", downsample_mode="avg"),
+        dict(batch_norm=False, sigmoid=False, act="ELU", downsample_mode="max"),
+        dict(channels_skip=[0, 0, 4]),
+    ]:
         net = SkipNet(8, 2, [8, 8, 8], [8, 8, 8], kwargs.pop("channels_skip", [2, 2, 2]), **kwargs)
         assert net(torch.rand(1, 8, 32, 24)).shape == (1, 2, 32, 24)
     signal_net = SkipNet(4, 1, [8, 8], [8, 8], [2, 2], dim=1)
@@ -48,7 +50,8 @@ def test_channels_last_skip_net_keeps_gradients_dense_and_equal_to_nchw():
 
     def watch_backward(_module, _input, output):
         output.grad_fn.register_prehook(
-            lambda grads: layouts.append(grads[0].is_contiguous(memory_format=torch.channels_last)))
+            lambda grads: layouts.append(grads[0].is_contiguous(memory_format=torch.channels_last))
+        )
 
     for module in net.modules():
         if isinstance(module, torch.nn.Upsample):

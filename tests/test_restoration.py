@@ -16,8 +16,11 @@ from untrained.operators.inpainting import Mask
 from untrained.operators.super_resolution import Downsample, downsampling_kernel
 from untrained.train import train
 
-KERNELS = [dict(kind="gaussian", size=7, sigma=1.5), dict(kind="box", size=4),
-           dict(kind="motion", length=8, angle=30.0)]
+KERNELS = [
+    dict(kind="gaussian", size=7, sigma=1.5),
+    dict(kind="box", size=4),
+    dict(kind="motion", length=8, angle=30.0),
+]
 
 
 @pytest.mark.parametrize("boundary", ["circular", "reflect", "valid"])
@@ -128,8 +131,9 @@ def test_noise_models_seeded_with_right_statistics():
 
 def test_semi_blind_and_nonlinear_problems():
     true_kernel = dict(kind="gaussian", size=7, sigma=2.0)
-    problem = deblurring("camera", size=32, kernel=dict(kind="gaussian", size=7, sigma=1.0), true_kernel=true_kernel,
-                         noise_level=0.0)
+    problem = deblurring(
+        "camera", size=32, kernel=dict(kind="gaussian", size=7, sigma=1.0), true_kernel=true_kernel, noise_level=0.0
+    )
     assert torch.allclose(problem.operator.kernel, make_kernel("gaussian", size=7, sigma=1.0))
     assert torch.allclose(problem.y, blur(problem.x_true, make_kernel(**true_kernel), "circular"), atol=1e-5)
     nonlinear = deblurring("camera", size=32, gain=3.0, noise_level=0.0)
@@ -149,8 +153,9 @@ def test_semi_blind_and_nonlinear_problems():
     ],
 )
 def test_short_dip_run_beats_degraded_input(make_cfg, task, overrides, degraded):
-    metrics = train(make_cfg([f"task={task}", "task.image=camera", "trainer.max_steps=150", "module.log_every=10",
-                              *overrides]))
+    metrics = train(
+        make_cfg([f"task={task}", "task.image=camera", "trainer.max_steps=150", "module.log_every=10", *overrides])
+    )
     assert metrics["status"] == "completed"
     assert metrics["best_psnr"] > metrics[f"baseline_{degraded}_psnr"] + 0.3, metrics
     if task == "super_resolution":  # luminance PSNR with border crop, through InverseProblem.extra_metrics

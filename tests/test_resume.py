@@ -20,8 +20,16 @@ from untrained.train import train
 
 # Small, and every piece of state that resuming must carry: RNG per step (input noise), the output average,
 # best-iterate tracking every other step, host records pending between flushes (log_every = 5).
-SETTING = ["trainer.max_steps=12", "module.log_every=5", "module.eval_every=2", "method.reg_noise_std=0.05",
-           "method.exp_weight=0.9", "network.channels_down=[8,8]", "network.channels_up=[8,8]", "network.channels_skip=[2,2]"]
+SETTING = [
+    "trainer.max_steps=12",
+    "module.log_every=5",
+    "module.eval_every=2",
+    "method.reg_noise_std=0.05",
+    "method.exp_weight=0.9",
+    "network.channels_down=[8,8]",
+    "network.channels_up=[8,8]",
+    "network.channels_skip=[2,2]",
+]
 TIMING = {"wall_time_s", "seconds_per_step"}
 
 
@@ -39,8 +47,12 @@ class SignalAtStep(StepCallback):
 
 def outputs(run_dir: Path) -> tuple[dict, dict, np.ndarray, np.ndarray]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return ({k: v for k, v in metrics.items() if k not in TIMING}, json.loads((run_dir / "history.json").read_text()),
-            np.load(run_dir / "final.npy"), np.load(run_dir / "best.npy"))
+    return (
+        {k: v for k, v in metrics.items() if k not in TIMING},
+        json.loads((run_dir / "history.json").read_text()),
+        np.load(run_dir / "final.npy"),
+        np.load(run_dir / "best.npy"),
+    )
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -63,7 +75,9 @@ def uninterrupted(tmp_path_factory):
 def test_signal_checkpoints_and_resume_is_bit_for_bit(make_cfg, uninterrupted, tmp_path):
     cfg = make_cfg(SETTING)
     with open_dict(cfg):
-        cfg.callbacks = {"preempt": {"_target_": "tests.test_resume.SignalAtStep", "step": 7, "signum": int(signal.SIGUSR2)}}
+        cfg.callbacks = {
+            "preempt": {"_target_": "tests.test_resume.SignalAtStep", "step": 7, "signum": int(signal.SIGUSR2)}
+        }
     with pytest.raises(RunInterrupted) as stopped:
         train(cfg)
     assert stopped.value.code == 128 + signal.SIGUSR2
@@ -87,7 +101,9 @@ def test_resume_with_several_steps_per_batch_is_bit_for_bit(make_cfg, uninterrup
     """Interrupted at a batch of 4 steps, resumed with batches of 3: still the uninterrupted run."""
     cfg = make_cfg(SETTING + ["module.steps_per_batch=4"])
     with open_dict(cfg):
-        cfg.callbacks = {"preempt": {"_target_": "tests.test_resume.SignalAtStep", "step": 8, "signum": int(signal.SIGUSR2)}}
+        cfg.callbacks = {
+            "preempt": {"_target_": "tests.test_resume.SignalAtStep", "step": 8, "signum": int(signal.SIGUSR2)}
+        }
     with pytest.raises(RunInterrupted):
         train(cfg)
     run_dir = Path(cfg.paths.output_dir)
@@ -102,19 +118,32 @@ def test_periodic_checkpoints_fall_on_their_steps_inside_batches(make_cfg, unint
     cfg = make_cfg(SETTING + ["checkpoint.every_n_steps=3"])
     with caplog.at_level("INFO", logger="untrained.callbacks.checkpoint"):
         train(cfg)
-    assert [r.getMessage().split(":")[0] for r in caplog.records if r.getMessage().startswith("Checkpoint at")] == \
-        ["Checkpoint at step 3", "Checkpoint at step 6", "Checkpoint at step 9"]
+    assert [r.getMessage().split(":")[0] for r in caplog.records if r.getMessage().startswith("Checkpoint at")] == [
+        "Checkpoint at step 3",
+        "Checkpoint at step 6",
+        "Checkpoint at step 9",
+    ]
     assert_same_run(uninterrupted, Path(cfg.paths.output_dir))
 
 
 @pytest.mark.parametrize("rule", ["WindowedVarianceStopping", "ExponentialVarianceStopping"])
 def test_resume_keeps_the_early_stopping_state(make_cfg, rule):
     """The ES-WMV window / ES-EMV averages, minimum and patience travel in the checkpoint (callback state_dict)."""
-    stopping = {"_target_": f"untrained.callbacks.early_stopping.{rule}", "patience": 3, "stop_training": False,
-                "check_every": 2, **({"window": 3} if rule.startswith("Windowed") else {"start": 2})}
+    stopping = {
+        "_target_": f"untrained.callbacks.early_stopping.{rule}",
+        "patience": 3,
+        "stop_training": False,
+        "check_every": 2,
+        **({"window": 3} if rule.startswith("Windowed") else {"start": 2}),
+    }
     runs = {}
-    for name, extra in (("uninterrupted", {}), ("resumed", {"preempt": {"_target_": "tests.test_resume.SignalAtStep",
-                                                                          "step": 6, "signum": int(signal.SIGTERM)}})):
+    for name, extra in (
+        ("uninterrupted", {}),
+        (
+            "resumed",
+            {"preempt": {"_target_": "tests.test_resume.SignalAtStep", "step": 6, "signum": int(signal.SIGTERM)}},
+        ),
+    ):
         cfg = make_cfg(SETTING, subdir=name)
         with open_dict(cfg):
             cfg.callbacks = {"early_stopping": stopping, **extra}
@@ -125,8 +154,9 @@ def test_resume_keeps_the_early_stopping_state(make_cfg, rule):
                 del cfg.callbacks["preempt"]
         runs[name] = train(cfg)
     assert runs["resumed"]["es_step"] is not None
-    assert {k: v for k, v in runs["resumed"].items() if k not in TIMING} == \
-        {k: v for k, v in runs["uninterrupted"].items() if k not in TIMING}
+    assert {k: v for k, v in runs["resumed"].items() if k not in TIMING} == {
+        k: v for k, v in runs["uninterrupted"].items() if k not in TIMING
+    }
 
 
 def test_diverging_run_fails_and_keeps_its_best_iterate(make_cfg):

@@ -19,8 +19,16 @@ from untrained.report import report
 pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 40
-TINY = ["task.size=32", "network.channels_down=[8,8]", "network.channels_up=[8,8]", "network.channels_skip=[2,2]",
-        "callbacks=none", "logger=none", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+TINY = [
+    "task.size=32",
+    "network.channels_down=[8,8]",
+    "network.channels_up=[8,8]",
+    "network.channels_skip=[2,2]",
+    "callbacks=none",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "trainer.accelerator=cpu",
+]
 
 
 def cluster_problem() -> str | None:
@@ -28,7 +36,8 @@ def cluster_problem() -> str | None:
         return "SLURM is not installed (sinfo not found): run slurm/local_cluster.sh start"
     state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
     if state.returncode != 0 or not any(s in state.stdout for s in ("idle", "mix", "alloc")):
-        return f"the SLURM cluster is not running ({(state.stderr or state.stdout).strip()}): run slurm/local_cluster.sh start"
+        reason = (state.stderr or state.stdout).strip()
+        return f"the SLURM cluster is not running ({reason}): run slurm/local_cluster.sh start"
     return None
 
 
@@ -63,10 +72,27 @@ def sacct_states(job: str, duplicates: bool = False) -> list[tuple[str, str]]:
 def test_sweep_is_one_job_array_and_a_requeued_task_resumes_exactly(cluster, tmp_path):
     # Tasks 0/1 and 2/3 are identical twins (seed 0 and 1); task 1 is requeued while training.
     sweep = subprocess.Popen(
-        [sys.executable, "train.py", "-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1",
-         "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={tmp_path}",
-         "seed=0,1", "+replica=a,b", f"trainer.max_steps={STEPS}", "checkpoint.every_n_steps=2", *TINY],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "WANDB_MODE": "offline"})
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "hydra/launcher=slurm",
+            "hydra.launcher.cpus_per_task=1",
+            "hydra.launcher.mem_gb=1",
+            "hydra.launcher.timeout_min=10",
+            f"hydra.sweep.dir={tmp_path}",
+            "seed=0,1",
+            "+replica=a,b",
+            f"trainer.max_steps={STEPS}",
+            "checkpoint.every_n_steps=2",
+            *TINY,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
     job = None
     try:
         task = wait_for(lambda: next(tmp_path.glob(".submitit/*_1"), None), 120, "the array to be submitted").name
@@ -82,7 +108,9 @@ def test_sweep_is_one_job_array_and_a_requeued_task_resumes_exactly(cluster, tmp
     assert sweep.returncode == 0, output[-3000:]
 
     # The sweep returns once every task has written its result; slurmdbd may record the last end a moment later.
-    wait_for(lambda: not any(state in ACTIVE for _, state in sacct_states(job)), 60, "the accounting of every task's end")
+    wait_for(
+        lambda: not any(state in ACTIVE for _, state in sacct_states(job)), 60, "the accounting of every task's end"
+    )
     assert sacct_states(job) == [(f"{job}_{i}", "COMPLETED") for i in range(4)]
     assert (f"{job}_1", "REQUEUED") in sacct_states(job, duplicates=True)
     metrics = []
@@ -94,5 +122,8 @@ def test_sweep_is_one_job_array_and_a_requeued_task_resumes_exactly(cluster, tmp
     assert metrics[0] == metrics[1] and metrics[2] == metrics[3] and metrics[0] != metrics[2]
 
     rows = report(tmp_path)
-    assert [(r["setting"], r["runs"], r["failed"]) for r in rows] == [("denoising replica=a", 2, 0), ("denoising replica=b", 2, 0)]
+    assert [(r["setting"], r["runs"], r["failed"]) for r in rows] == [
+        ("denoising replica=a", 2, 0),
+        ("denoising replica=b", 2, 0),
+    ]
     assert rows[0]["best_psnr"] == rows[1]["best_psnr"]

@@ -18,8 +18,14 @@ import torch
 from untrained import fast
 from untrained.batched import build_batched, member_config
 from untrained.errors import UserError
-from untrained.fast import (CompiledWithFallback, HostSyncCounter, Performance, accelerate_network, performance_callbacks,
-                            reuse_freed_memory)
+from untrained.fast import (
+    CompiledWithFallback,
+    HostSyncCounter,
+    Performance,
+    accelerate_network,
+    performance_callbacks,
+    reuse_freed_memory,
+)
 from untrained.networks.deep_decoder import DeepDecoder
 from untrained.networks.skip import SkipNet
 from untrained.train import build, build_module, train
@@ -52,10 +58,18 @@ def test_auto_settings_on_cpu_and_requests_are_explained(caplog, monkeypatch):
     """On a CPU, auto turns channels-last on for 2D image networks with the standard step, and bf16 with it
     where the CPU has bf16 matrix units (AMX) and the network kept its PSNR in bf16; never compilation or
     graphs; requests that cannot be honoured say why."""
-    cpu, image_network, signal_network = torch.device("cpu"), SkipNet(1, 1, 8, 8, 2, num_scales=2), SkipNet(1, 1, 8, 8, 2, num_scales=2, dim=1)
+    cpu, image_network, signal_network = (
+        torch.device("cpu"),
+        SkipNet(1, 1, 8, 8, 2, num_scales=2),
+        SkipNet(1, 1, 8, 8, 2, num_scales=2, dim=1),
+    )
     on = Performance().resolve(cpu, image_network)
-    assert on == {"autocast": fast.cpu_has_bf16_matrix_units(), "channels_last": True, "compile": False,
-                  "cuda_graphs": False}
+    assert on == {
+        "autocast": fast.cpu_has_bf16_matrix_units(),
+        "channels_last": True,
+        "compile": False,
+        "cuda_graphs": False,
+    }
     for has_amx in (True, False):
         monkeypatch.setattr(fast, "cpu_has_bf16_matrix_units", lambda has_amx=has_amx: has_amx)
         assert Performance().resolve(cpu, image_network) == {**on, "autocast": has_amx}
@@ -100,7 +114,9 @@ def test_compiled_path_matches_eager_psnr(make_cfg):
     """torch.compile (dynamo + AOTAutograd; the aot_eager backend needs no C compiler) on the same seed."""
     two_scales = STEPS + ["network.channels_down=[8,8]", "network.channels_up=[8,8]", "network.channels_skip=[2,2]"]
     eager, _ = fit(make_cfg(two_scales))
-    compiled, callbacks = fit(make_cfg(two_scales + ["performance.compile=true", "performance.compile_backend=aot_eager"]))
+    compiled, callbacks = fit(
+        make_cfg(two_scales + ["performance.compile=true", "performance.compile_backend=aot_eager"])
+    )
     assert callbacks[-1].settings["compile"] and not compiled.problem.data_loss.failed  # compiled, no fallback
     assert compiled.status == "completed"
     assert abs(float(compiled.best_psnr) - float(eager.best_psnr)) < 0.1
@@ -126,8 +142,11 @@ def test_bf16_channels_last_path_runs_and_keeps_fp32_outputs(make_cfg, eager_run
     module = build_module(cfg)
     z = module.method.z
     reference = module.network(z)
-    accelerate_network(module.network, torch.device("cpu"), {"autocast": True, "channels_last": True, "compile": False,
-                                                             "cuda_graphs": False})
+    accelerate_network(
+        module.network,
+        torch.device("cpu"),
+        {"autocast": True, "channels_last": True, "compile": False, "cuda_graphs": False},
+    )
     fast = module.network(z)
     assert fast.dtype == torch.float32 and fast.is_contiguous()
     assert 0 < (fast - reference).abs().max() < 0.05  # bf16 rounding, nothing more
@@ -138,8 +157,16 @@ def test_bf16_channels_last_path_runs_and_keeps_fp32_outputs(make_cfg, eager_run
 
 
 def test_batched_fit_equals_separate_runs(make_cfg, tmp_path):
-    cfg = make_cfg(["trainer.max_steps=6", "seed=3", "module.log_every=4", "performance.batch_size=2",
-                    "performance.batch_mode=vmap"], subdir="batched")
+    cfg = make_cfg(
+        [
+            "trainer.max_steps=6",
+            "seed=3",
+            "module.log_every=4",
+            "performance.batch_size=2",
+            "performance.batch_mode=vmap",
+        ],
+        subdir="batched",
+    )
     batched = train(cfg)
     assert batched["status"] == "completed" and batched["batch_size"] == 2 and len(batched["members"]) == 2
     for b in range(2):
@@ -157,8 +184,13 @@ def test_batched_fit_equals_separate_runs(make_cfg, tmp_path):
     assert batched["members"][0]["final_psnr"] != batched["members"][1]["final_psnr"]  # different noise and init
     saved = json.loads((tmp_path / "batched" / "metrics.json").read_text())
     assert saved["batch_size"] == 2 and saved["reconstructions_per_hour"] > 0
-    assert saved["performance"] == {"autocast": False, "channels_last": False, "compile": False, "cuda_graphs": False,
-                                    "batch_mode": "vmap"}
+    assert saved["performance"] == {
+        "autocast": False,
+        "channels_last": False,
+        "compile": False,
+        "cuda_graphs": False,
+        "batch_mode": "vmap",
+    }
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16_channels_last"])
@@ -167,16 +199,31 @@ def test_batched_loop_mode_is_bit_for_bit_the_separate_runs(make_cfg, tmp_path, 
     of the stacked weights, and Adam element by element on the stack: the very same numbers, with the
     separate runs' bf16 autocast and channels-last too (auto on AMX CPUs)."""
     switches = [f"performance.autocast={str(bf16).lower()}", f"performance.channels_last={str(bf16).lower()}"]
-    cfg = make_cfg(["trainer.max_steps=6", "seed=3", "module.log_every=4", "performance.batch_size=2",
-                    "performance.batch_mode=loop", "method.exp_weight=0.9", *switches], subdir="loop")
+    cfg = make_cfg(
+        [
+            "trainer.max_steps=6",
+            "seed=3",
+            "module.log_every=4",
+            "performance.batch_size=2",
+            "performance.batch_mode=loop",
+            "method.exp_weight=0.9",
+            *switches,
+        ],
+        subdir="loop",
+    )
     batched = train(cfg)
     for b in range(2):
         single, _ = fit(member_config(cfg, b))
         history = json.loads((tmp_path / "loop" / f"member_{b}" / "history.json").read_text())
         assert history["loss"] == single.history["loss"] and history["psnr"] == single.history["psnr"]
         assert batched["members"][b]["best_psnr"] == single.summary()["best_psnr"]
-    assert batched["performance"] == {"autocast": bf16, "channels_last": bf16, "compile": False, "cuda_graphs": False,
-                                      "batch_mode": "loop"}
+    assert batched["performance"] == {
+        "autocast": bf16,
+        "channels_last": bf16,
+        "compile": False,
+        "cuda_graphs": False,
+        "batch_mode": "loop",
+    }
     with pytest.raises(UserError, match="batch_mode"):
         train(make_cfg(["performance.batch_size=2", "performance.batch_mode=grouped"], subdir="bad"))
 
@@ -205,9 +252,18 @@ def test_batched_fit_of_chosen_task_indices(make_cfg, tmp_path):
 
 
 def test_batched_early_stopping_runs_per_member(make_cfg):
-    cfg = make_cfg(["trainer.max_steps=25", "performance.batch_size=2", "callbacks=es_wmv", "trainer.enable_progress_bar=true",
-                    "callbacks.early_stopping.window=2", "callbacks.early_stopping.patience=2",
-                    "callbacks.early_stopping.check_every=1", "callbacks.images.every_n_steps=0"])
+    cfg = make_cfg(
+        [
+            "trainer.max_steps=25",
+            "performance.batch_size=2",
+            "callbacks=es_wmv",
+            "trainer.enable_progress_bar=true",
+            "callbacks.early_stopping.window=2",
+            "callbacks.early_stopping.patience=2",
+            "callbacks.early_stopping.check_every=1",
+            "callbacks.images.every_n_steps=0",
+        ]
+    )
     module, callbacks = fit(cfg)
     steps = module.trainer.global_step
     for member, (stopping,) in zip(module.members, callbacks[-1].per_member):
@@ -231,8 +287,15 @@ def test_host_reads_happen_only_at_log_flushes(make_cfg):
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             self.reads.append(self.counter.count - self.at_start)
 
-    cfg = make_cfg(["trainer.max_steps=10", f"module.log_every={log_every}", "callbacks=default",
-                    "trainer.enable_progress_bar=true", "module.steps_per_batch=1"])
+    cfg = make_cfg(
+        [
+            "trainer.max_steps=10",
+            f"module.log_every={log_every}",
+            "callbacks=default",
+            "trainer.enable_progress_bar=true",
+            "module.steps_per_batch=1",
+        ]
+    )
     with HostSyncCounter() as counter:
         recorder = ReadsPerStep(counter)
         fit(cfg, [recorder])
@@ -244,14 +307,24 @@ def test_host_reads_happen_only_at_log_flushes(make_cfg):
 def test_benchmark_quick_mode(tmp_path):
     from benchmarks.run import main
 
-    report = main(["--quick", "--tasks", "denoising", "--networks", "skip", "--batch-sizes", "1,2", "--out", str(tmp_path)])
+    report = main(
+        ["--quick", "--tasks", "denoising", "--networks", "skip", "--batch-sizes", "1,2", "--out", str(tmp_path)]
+    )
     combo = report["results"][0]
     variants = {v["variant"]: v for v in combo["variants"]}
     assert set(variants) == {"plain", "untrained"}
     assert variants["plain"]["ratio_to_plain"] == 1.0 and variants["untrained"]["seconds_per_step"] > 0
-    assert variants["untrained"]["full_reconstruction_s"] == pytest.approx(variants["untrained"]["seconds_per_step"] * 3000)
-    assert [(row["mode"], row["batch_size"]) for row in report["batched"][0]["rows"]] == \
-        [("eager", 1), ("eager", 2), ("loop", 1), ("loop", 2), ("default", 1), ("default", 2)]
+    assert variants["untrained"]["full_reconstruction_s"] == pytest.approx(
+        variants["untrained"]["seconds_per_step"] * 3000
+    )
+    assert [(row["mode"], row["batch_size"]) for row in report["batched"][0]["rows"]] == [
+        ("eager", 1),
+        ("eager", 2),
+        ("loop", 1),
+        ("loop", 2),
+        ("default", 1),
+        ("default", 2),
+    ]
     saved = json.loads((tmp_path / "cpu-quick.json").read_text())
     assert saved["machine"]["torch"] == torch.__version__
     assert "| denoising | skip | cpu | untrained |" in (tmp_path / "cpu-quick.md").read_text()
@@ -302,8 +375,12 @@ def test_malloc_benchmark_runs_each_setting_in_a_fresh_process(tmp_path):
 
     small = ["task.size=32", "network.channels_down=[8,8]", "network.channels_up=[8,8]", "network.channels_skip=[2,2]"]
     report = main(["--steps", "1", "--warmup", "1", "--out", str(tmp_path), *small])
-    assert [(r["switches"], r["reuse_freed_memory"]) for r in report["rows"]] == \
-        [("fp32", False), ("fp32", True), ("default", False), ("default", True)]
+    assert [(r["switches"], r["reuse_freed_memory"]) for r in report["rows"]] == [
+        ("fp32", False),
+        ("fp32", True),
+        ("default", False),
+        ("default", True),
+    ]
     assert all(r["seconds_per_step"] > 0 for r in report["rows"])
     assert "| fp32 | yes |" in (tmp_path / "cpu-malloc.md").read_text()
 
@@ -311,8 +388,20 @@ def test_malloc_benchmark_runs_each_setting_in_a_fresh_process(tmp_path):
 def test_fast_path_quality_records_what_each_variant_ran(tmp_path):
     from benchmarks.fast_path_quality import main
 
-    report = main(["--size", "32", "--steps", "3", "--small-network", "--variants", "eager", "channels_last",
-                   "--out", str(tmp_path)])
+    report = main(
+        [
+            "--size",
+            "32",
+            "--steps",
+            "3",
+            "--small-network",
+            "--variants",
+            "eager",
+            "channels_last",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert [r["performance"]["channels_last"] for r in report["rows"]] == [False, True]
     assert report["rows"][0]["best_psnr_minus_first"] == 0 and all(r["best_psnr"] > 0 for r in report["rows"])
     assert "| channels-last (fp32) |" in (tmp_path / "fast_path_quality.md").read_text()

@@ -16,8 +16,14 @@ from untrained.train import build_module
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = ROOT / "experiments" / "figures"
 RESULTS = ROOT / "experiments" / "adp" / "results"
-BASE = ["logger=none", "callbacks=none", "trainer.accelerator=cpu", "network=unrolled_pg", "method=adp",
-        "paths.output_dir=/tmp/untrained-adp"]
+BASE = [
+    "logger=none",
+    "callbacks=none",
+    "trainer.accelerator=cpu",
+    "network=unrolled_pg",
+    "method=adp",
+    "paths.output_dir=/tmp/untrained-adp",
+]
 
 
 def build(overrides: list[str]):

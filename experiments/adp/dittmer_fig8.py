@@ -4,8 +4,9 @@ For each α, ADP with the unrolled solver (L = 10 layers, R = ½||·||², λ = 1
 previous output, plain gradient descent on B from B = A, App. 3) is compared with the Tikhonov
 solution x(A) of the same α. Rows: x† a singular vector of A (SNR 17.06 dB, Fig. 6) and a general
 smooth signal (SNR 18.97 dB, Fig. 7). The singular vector is u_20 (σ ≈ 0.0155 < 2√α for every α here,
-the regime where Theorem 4.1's filter damps it less than Tikhonov does; the paper does not say which u it used). x(B_opt) is the lower-level solution for the final B, solved
-to high accuracy. Writes experiments/figures/adp_dittmer_fig8.png and results/dittmer_fig8.json.
+the regime where Theorem 4.1's filter damps it less than Tikhonov does; the paper does not say which u it
+used). x(B_opt) is the lower-level solution for the final B, solved to high accuracy.
+Writes experiments/figures/adp_dittmer_fig8.png and results/dittmer_fig8.json.
 
 Run: python experiments/adp/dittmer_fig8.py [--steps 3000] [--lr 5e-3]
 """
@@ -19,11 +20,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-
 from common import FIGURES, build, exact_lower_level, fit, save_json  # noqa: E402
 
 ALPHAS = (1e-4, 1e-3, 1e-2)
-SIGNALS = {"singular": ["task.signal=singular", "task.snr_db=17.06"], "smooth": ["task.signal=smooth", "task.snr_db=18.97"]}
+SIGNALS = {
+    "singular": ["task.signal=singular", "task.snr_db=17.06"],
+    "smooth": ["task.signal=smooth", "task.snr_db=18.97"],
+}
 
 
 def main() -> None:
@@ -36,14 +39,27 @@ def main() -> None:
     rows, results = [], []
     for signal, task_overrides in SIGNALS.items():
         for alpha in ALPHAS:
-            module = build(["task=integration_1d", f"task.singular_index={args.singular_index}", *task_overrides,
-                            f"task.alpha={alpha}", f"network.alpha={alpha}", "method.solver=unrolled", f"method.lr={args.lr}"])
+            module = build(
+                [
+                    "task=integration_1d",
+                    f"task.singular_index={args.singular_index}",
+                    *task_overrides,
+                    f"task.alpha={alpha}",
+                    f"network.alpha={alpha}",
+                    "method.solver=unrolled",
+                    f"method.lr={args.lr}",
+                ]
+            )
             history = fit(module, args.steps)
             problem = module.problem
             x_opt = exact_lower_level(module)
             tikhonov = problem.baseline_tikhonov
             result = {
-                "signal": signal, "alpha": alpha, "steps": args.steps, "lr": args.lr, "snr_db": problem.info["snr_db"],
+                "signal": signal,
+                "alpha": alpha,
+                "steps": args.steps,
+                "lr": args.lr,
+                "snr_db": problem.info["snr_db"],
                 "tikhonov_true_error": float(problem.extra_metrics(tikhonov)["true_error"]),
                 "adp_true_error": float(problem.extra_metrics(x_opt)["true_error"]),
                 "adp_last_iterate_true_error": history["true_error"][-1],
@@ -51,7 +67,8 @@ def main() -> None:
                 "adp_min_true_error_step": history["true_error"].index(min(history["true_error"])),
                 "operator_change_first": history["operator_change"][0],
                 "operator_change_last": history["operator_change"][-1],
-                "upper_loss_first": history["upper_loss"][0], "upper_loss_last": history["upper_loss"][-1],
+                "upper_loss_first": history["upper_loss"][0],
+                "upper_loss_last": history["upper_loss"][-1],
                 "cpu_time_s": history["cpu_time"][-1],
             }
             print(result, flush=True)

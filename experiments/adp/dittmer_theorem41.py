@@ -52,10 +52,23 @@ def theorem_41(sigma: torch.Tensor, alpha: float) -> torch.Tensor:
 
 def learn(alpha: float, steps: int, initial_step: float = 1e-3, size: int = 200) -> dict:
     """β learned by method=adp (IFT hypergradients, Rprop steps); returns σ, β, ⟨y, v_i⟩ and the loss."""
-    module = build(["task=integration_1d", f"task.size={size}", f"task.alpha={alpha}", f"network.alpha={alpha}",
-                    "network.operator=singular_values", "method.solver=ift", "method.optimizer=rprop",
-                    f"method.lr={initial_step}", "method.lower_solver=fista", "method.lower_tol=1e-12",
-                    "method.lower_max_iter=100000", "method.cg_tol=1e-14", "method.cg_max_iter=2000"])
+    module = build(
+        [
+            "task=integration_1d",
+            f"task.size={size}",
+            f"task.alpha={alpha}",
+            f"network.alpha={alpha}",
+            "network.operator=singular_values",
+            "method.solver=ift",
+            "method.optimizer=rprop",
+            f"method.lr={initial_step}",
+            "method.lower_solver=fista",
+            "method.lower_tol=1e-12",
+            "method.lower_max_iter=100000",
+            "method.cg_tol=1e-14",
+            "method.cg_max_iter=2000",
+        ]
+    )
     method, network, problem = module.method, module.network, module.problem
     optimizer = method.configure_optimizer(network)
     for step in range(steps):
@@ -63,8 +76,12 @@ def learn(alpha: float, steps: int, initial_step: float = 1e-3, size: int = 200)
         method.after_step(network, problem, step, out)
     operator = network.operator
     coefficients = problem.y.reshape(-1) @ operator.left  # ⟨y, v_i⟩, v_i the left singular vectors of A
-    return {"sigma": operator.reference, "beta": operator.weight.detach().clone(), "coefficients": coefficients,
-            "upper_loss": float(out.logs["upper_loss"])}
+    return {
+        "sigma": operator.reference,
+        "beta": operator.weight.detach().clone(),
+        "coefficients": coefficients,
+        "upper_loss": float(out.logs["upper_loss"]),
+    }
 
 
 def main() -> None:
@@ -81,14 +98,24 @@ def main() -> None:
         target = theorem_41(sigma, alpha)
         error = (beta - target).abs()
         worst = int(error.argmax())
-        result = {"alpha": alpha, "steps": args.steps, "optimizer": "rprop", "initial_step": args.initial_step,
-                  "max_abs_error": float(error.max()), "max_relative_error": float((error / target).max()),
-                  "met": bool(error.max() <= TOLERANCE), "argmax_index": worst, "sigma_at_argmax": float(sigma[worst]),
-                  "abs_y_coefficient_at_argmax": float(coefficients[worst].abs()),
-                  "beta_at_argmax": float(beta[worst]), "theorem_at_argmax": float(target[worst]),
-                  "min_abs_y_coefficient": float(coefficients.abs().min()), "final_upper_loss": run["upper_loss"],
-                  "coordinates_above_2sqrt_alpha": int((sigma >= 2 * math.sqrt(alpha)).sum()),
-                  "cpu_seconds": time.process_time() - start}
+        result = {
+            "alpha": alpha,
+            "steps": args.steps,
+            "optimizer": "rprop",
+            "initial_step": args.initial_step,
+            "max_abs_error": float(error.max()),
+            "max_relative_error": float((error / target).max()),
+            "met": bool(error.max() <= TOLERANCE),
+            "argmax_index": worst,
+            "sigma_at_argmax": float(sigma[worst]),
+            "abs_y_coefficient_at_argmax": float(coefficients[worst].abs()),
+            "beta_at_argmax": float(beta[worst]),
+            "theorem_at_argmax": float(target[worst]),
+            "min_abs_y_coefficient": float(coefficients.abs().min()),
+            "final_upper_loss": run["upper_loss"],
+            "coordinates_above_2sqrt_alpha": int((sigma >= 2 * math.sqrt(alpha)).sum()),
+            "cpu_seconds": time.process_time() - start,
+        }
         print(result, flush=True)
         results.append(result)
         curves.append((alpha, sigma, beta, target, error))

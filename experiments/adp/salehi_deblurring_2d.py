@@ -29,8 +29,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-
 from common import FIGURES, fit, save_json  # noqa: E402
+
 from untrained.data.images import load_image  # noqa: E402
 from untrained.data.noise import add_gaussian  # noqa: E402
 from untrained.data.problem import InverseProblem  # noqa: E402
@@ -50,8 +50,15 @@ def make_problem(semi_blind: bool, size: int, seed: int) -> InverseProblem:
     if semi_blind:
         blurred = Blur(gaussian_kernel(5, 0.5), shape, "circular")(blurred)
     y = add_gaussian(blurred, 5 / 255, seed)
-    return InverseProblem("semi_blind" if semi_blind else "motion", assumed, y, tuple(x_true.shape[1:]), x_true=x_true,
-                          init=y, baselines={"blurred": y})
+    return InverseProblem(
+        "semi_blind" if semi_blind else "motion",
+        assumed,
+        y,
+        tuple(x_true.shape[1:]),
+        x_true=x_true,
+        init=y,
+        baselines={"blurred": y},
+    )
 
 
 def kink_threshold(network: UnrolledProximalGradient, problem: InverseProblem, x: torch.Tensor) -> float:
@@ -62,7 +69,9 @@ def kink_threshold(network: UnrolledProximalGradient, problem: InverseProblem, x
     """
     g = hypergradient(network, problem, x, 0.0, 1e-6, 500)[0][0].double()
     basis = torch.eye(g.numel(), dtype=torch.float64).reshape(-1, *g.shape)
-    rows = torch.cat([basis.flatten(1), torch.diff(basis, dim=1).flatten(1), torch.diff(basis, dim=2).flatten(1)], dim=1)
+    rows = torch.cat(
+        [basis.flatten(1), torch.diff(basis, dim=1).flatten(1), torch.diff(basis, dim=2).flatten(1)], dim=1
+    )
     return float(torch.sqrt(g.flatten() @ torch.linalg.solve(rows @ rows.T, g.flatten())))
 
 
@@ -70,8 +79,16 @@ def run(semi_blind: bool, steps: int, args) -> tuple[dict, dict]:
     torch.manual_seed(0)
     problem = make_problem(semi_blind, args.size, 0)
     network = UnrolledProximalGradient(regularizer="tv", alpha=args.alpha, tv_eps=args.tv_eps)
-    method = AnalyticDeepPrior(solver="maid", lr=args.lr, sobolev_weight=args.beta, init="measurement", lower_solver="fista",
-                               maid_eps=args.eps0, maid_max_iter=args.lower_max_iter, maid_min_eps=args.min_eps)
+    method = AnalyticDeepPrior(
+        solver="maid",
+        lr=args.lr,
+        sobolev_weight=args.beta,
+        init="measurement",
+        lower_solver="fista",
+        maid_eps=args.eps0,
+        maid_max_iter=args.lower_max_iter,
+        maid_min_eps=args.min_eps,
+    )
     module = UntrainedModule(problem, network, method)
     tv_x, iterations = network.solve(problem.init, TOL, 5000, accelerate=True)  # x(A), the lower level alone
     threshold = kink_threshold(network, problem, tv_x)
@@ -81,20 +98,34 @@ def run(semi_blind: bool, steps: int, args) -> tuple[dict, dict]:
     # iterate itself is solved only to the final ε, an early stop of the lower level that also changes the PSNR)
     adp_x, _ = network.solve(method.z, TOL, 5000, accelerate=True)
     result = {
-        "setting": problem.name, "steps": len(history["step"]), "beta": args.beta, "alpha": args.alpha,
+        "setting": problem.name,
+        "steps": len(history["step"]),
+        "beta": args.beta,
+        "alpha": args.alpha,
         "beta_at_which_b_equals_a_is_stationary": threshold,
         "accepted_steps": sum(1 for s in history["step_size"] if s > 0),
-        "tv_initial_kernel_psnr": float(problem.psnr(tv_x)), "tv_initial_kernel_iterations": iterations,
-        "adp_maid_psnr": float(problem.psnr(adp_x)), "adp_maid_last_iterate_psnr": float(problem.psnr(method.z)),
+        "tv_initial_kernel_psnr": float(problem.psnr(tv_x)),
+        "tv_initial_kernel_iterations": iterations,
+        "adp_maid_psnr": float(problem.psnr(adp_x)),
+        "adp_maid_last_iterate_psnr": float(problem.psnr(method.z)),
         "blurred_psnr": float(problem.psnr(problem.y)),
-        "upper_loss_initial_kernel": upper_initial, "upper_loss_learned_kernel": float(upper_objective(network, problem, adp_x, args.beta)[0].detach()),
-        "eps_last": history["eps"][-1], "kernel_change": float((network.operator.weight.detach() - network.operator.reference).norm()),
-        "kernel_relative_change": float((network.operator.weight.detach() - network.operator.reference).norm() / network.operator.reference.norm()),
+        "upper_loss_initial_kernel": upper_initial,
+        "upper_loss_learned_kernel": float(upper_objective(network, problem, adp_x, args.beta)[0].detach()),
+        "eps_last": history["eps"][-1],
+        "kernel_change": float((network.operator.weight.detach() - network.operator.reference).norm()),
+        "kernel_relative_change": float(
+            (network.operator.weight.detach() - network.operator.reference).norm() / network.operator.reference.norm()
+        ),
         "cpu_time_s": history["cpu_time"][-1],
     }
     print(result, flush=True)
-    images = {"truth": problem.x_true, "data": problem.y, "TV, initial kernel": tv_x, "ADP-MAID": adp_x,
-              "|k − k₀|": (network.operator.weight - network.operator.reference).detach().abs()}
+    images = {
+        "truth": problem.x_true,
+        "data": problem.y,
+        "TV, initial kernel": tv_x,
+        "ADP-MAID": adp_x,
+        "|k − k₀|": (network.operator.weight - network.operator.reference).detach().abs(),
+    }
     return result, images
 
 
@@ -124,9 +155,19 @@ def main() -> None:
                 ax.imshow(image[0].permute(1, 2, 0).clamp(0, 1).numpy())
             else:
                 fig.colorbar(ax.imshow(image.numpy(), cmap="viridis"), ax=ax, fraction=0.046)
-            ax.set_title(title + (f" {result['tv_initial_kernel_psnr']:.3f} dB" if title.startswith("TV") else
-                                  f" {result['adp_maid_psnr']:.3f} dB" if title == "ADP-MAID" else
-                                  f" ({result['setting']})" if title == "data" else ""), fontsize=9)
+            ax.set_title(
+                title
+                + (
+                    f" {result['tv_initial_kernel_psnr']:.3f} dB"
+                    if title.startswith("TV")
+                    else f" {result['adp_maid_psnr']:.3f} dB"
+                    if title == "ADP-MAID"
+                    else f" ({result['setting']})"
+                    if title == "data"
+                    else ""
+                ),
+                fontsize=9,
+            )
             ax.axis("off")
     fig.tight_layout()
     FIGURES.mkdir(parents=True, exist_ok=True)

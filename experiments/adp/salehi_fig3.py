@@ -24,11 +24,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from common import FIGURES, build, fit, save_json  # noqa: E402
 
-SETTING = ["task=deconvolution_1d", "network.regularizer=elastic_net", "network.alpha=0.108", "network.alpha_l2=0.027",
-           "method.lr=1e-3", "method.sobolev_weight=0"]
+SETTING = [
+    "task=deconvolution_1d",
+    "network.regularizer=elastic_net",
+    "network.alpha=0.108",
+    "network.alpha_l2=0.027",
+    "method.lr=1e-3",
+    "method.sobolev_weight=0",
+]
 SOLVERS = {"unrolled": ["network.layers=50"], "ift": ["method.lower_tol=1e-6", "method.lower_max_iter=500"], "maid": []}
 
 
@@ -52,18 +57,31 @@ def main() -> None:
         module = build(SETTING + [f"method.solver={solver}"] + overrides)
         histories[solver] = fit(module, budgets[solver])
         h = histories[solver]
-        print(solver, f"steps {len(h['step'])}, cpu {h['cpu_time'][-1]:.2f} s, final loss {h['upper_loss'][-1]:.6g}, "
-              f"true error {h['true_error'][-1]:.4f}, lower iterations {sum(h['lower_iterations']):.0f}", flush=True)
-    summary = {s: {"steps": len(h["step"]), "cpu_time_s": h["cpu_time"][-1], "final_upper_loss": h["upper_loss"][-1],
-                   "final_true_error": h["true_error"][-1], "lower_iterations": sum(h["lower_iterations"])}
-               for s, h in histories.items()}
+        print(
+            solver,
+            f"steps {len(h['step'])}, cpu {h['cpu_time'][-1]:.2f} s, final loss {h['upper_loss'][-1]:.6g}, "
+            f"true error {h['true_error'][-1]:.4f}, lower iterations {sum(h['lower_iterations']):.0f}",
+            flush=True,
+        )
+    summary = {
+        s: {
+            "steps": len(h["step"]),
+            "cpu_time_s": h["cpu_time"][-1],
+            "final_upper_loss": h["upper_loss"][-1],
+            "final_true_error": h["true_error"][-1],
+            "lower_iterations": sum(h["lower_iterations"]),
+        }
+        for s, h in histories.items()
+    }
     maid = summary["maid"]
     for other in ("unrolled", "ift"):
         summary[f"maid_vs_{other}"] = {
             "cpu_time_ratio_total": maid["cpu_time_s"] / summary[other]["cpu_time_s"],
             "maid_final_loss_le_other": maid["final_upper_loss"] <= summary[other]["final_upper_loss"],
             # time for MAID to reach the other's final loss, over the time the other needed for it
-            "cpu_time_ratio_to_other_final_loss": (time_to_reach(histories["maid"], summary[other]["final_upper_loss"]) or float("nan"))
+            "cpu_time_ratio_to_other_final_loss": (
+                time_to_reach(histories["maid"], summary[other]["final_upper_loss"]) or float("nan")
+            )
             / summary[other]["cpu_time_s"],
             "other_time_to_maid_final_loss_s": time_to_reach(histories[other], maid["final_upper_loss"]),
         }

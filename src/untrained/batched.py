@@ -55,8 +55,14 @@ from untrained.callbacks.checkpoint import StopOnSignal
 from untrained.callbacks.progress import show_progress
 from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_integer
-from untrained.fast import (Performance, StepGraph, accelerate_network, graph_recorded, performance_from_config,
-                           resolve_for)
+from untrained.fast import (
+    Performance,
+    StepGraph,
+    accelerate_network,
+    graph_recorded,
+    performance_from_config,
+    resolve_for,
+)
 from untrained.methods.base import Method, StepOutput
 from untrained.module import StepIndices, UntrainedModule, step_tools
 from untrained.outputs import write_json_atomic, write_run_outputs
@@ -93,25 +99,40 @@ def _flat(name: str) -> str:
 class BatchedModule(L.LightningModule):
     """Fits the given (not yet trained) :class:`UntrainedModule` members together; see the module docstring."""
 
-    def __init__(self, members: list[UntrainedModule], eval_every: int = 1, log_every: int = 25,
-                 steps_per_batch: int | str = "auto", performance: Performance | None = None, mode: str = "auto"):
+    def __init__(
+        self,
+        members: list[UntrainedModule],
+        eval_every: int = 1,
+        log_every: int = 25,
+        steps_per_batch: int | str = "auto",
+        performance: Performance | None = None,
+        mode: str = "auto",
+    ):
         super().__init__()
         if mode not in ("auto", "vmap", "loop"):
             raise UserError(f"performance.batch_mode must be auto, vmap or loop, got {mode!r}.")
         self.requested_mode = self.mode = mode
         if steps_per_batch not in ("auto", 1):
-            raise UserError("Batched fits take one optimization step per Lightning batch: set module.steps_per_batch=auto.")
+            raise UserError(
+                "Batched fits take one optimization step per Lightning batch: set module.steps_per_batch=auto."
+            )
         self.performance = performance or Performance(cuda_graphs=False)
         self.settings: dict[str, bool | str] = {}  # the fast-path switches and mode, resolved on the device
         check_integer("module.eval_every", eval_every, 1)
         check_integer("module.log_every", log_every, 1)
         first = members[0]
         if type(first.method).optimization_step is not Method.optimization_step:
-            raise UserError(f"Method '{first.method.name}' has its own update rule, which batched fits do not support: "
-                            f"set performance.batch_size=1.")
-        if any(m.problem.image_shape != first.problem.image_shape or m.problem.y.shape != first.problem.y.shape
-               for m in members):
-            raise UserError("Batched fits need measurements and images of one shape: use one task.size for all members.")
+            raise UserError(
+                f"Method '{first.method.name}' has its own update rule, which batched fits do not support: "
+                f"set performance.batch_size=1."
+            )
+        if any(
+            m.problem.image_shape != first.problem.image_shape or m.problem.y.shape != first.problem.y.shape
+            for m in members
+        ):
+            raise UserError(
+                "Batched fits need measurements and images of one shape: use one task.size for all members."
+            )
         self.automatic_optimization = False
         self.members = members  # a plain list: their own tensors are not trained, only the stacked copies
         self.eval_every, self.log_every = eval_every, log_every
@@ -136,7 +157,9 @@ class BatchedModule(L.LightningModule):
         # The parameter groups of the method (e.g. weights and z at their own learning rates), by name.
         names = {id(p): k for k, p in self.template.named_parameters()}
         self.group_names = [[names[id(p)] for p in g["params"]] for g in first.method.parameter_groups(first.network)]
-        self.group_options = [{k: v for k, v in g.items() if k != "params"} for g in first.method.parameter_groups(first.network)]
+        self.group_options = [
+            {k: v for k, v in g.items() if k != "params"} for g in first.method.parameter_groups(first.network)
+        ]
 
     # State --------------------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -157,8 +180,10 @@ class BatchedModule(L.LightningModule):
 
     def configure_optimizers(self):
         method = self.members[0].method
-        groups = [{"params": [self.stacked[_flat(k)] for k in names], **options}
-                  for names, options in zip(self.group_names, self.group_options)]
+        groups = [
+            {"params": [self.stacked[_flat(k)] for k in names], **options}
+            for names, options in zip(self.group_names, self.group_options)
+        ]
         template = method.configure_optimizer(nn.Linear(1, 1))  # the method's optimizer class and defaults
         return type(template)(groups, **template.defaults)
 
@@ -190,12 +215,24 @@ class BatchedModule(L.LightningModule):
         # bf16 autocast has no effect on vmapped operations (their outputs stay fp32); the loop runs each
         # member's plain operations, which take bf16 and channels-last as its separate run does.
         looped = self.mode == "loop"
-        applied = {"autocast": wanted["autocast"] and looped, "channels_last": wanted["channels_last"] and looped,
-                   "compile": False, "cuda_graphs": wanted["cuda_graphs"]}
-        dropped = [k for k in ("autocast", "channels_last", "compile") if getattr(self.performance, k) is True and not applied[k]]
+        applied = {
+            "autocast": wanted["autocast"] and looped,
+            "channels_last": wanted["channels_last"] and looped,
+            "compile": False,
+            "cuda_graphs": wanted["cuda_graphs"],
+        }
+        dropped = [
+            k
+            for k in ("autocast", "channels_last", "compile")
+            if getattr(self.performance, k) is True and not applied[k]
+        ]
         if dropped:
-            log.warning("performance.%s not applied to batched fits in %s mode (compilation never; bf16 and "
-                        "channels-last in loop mode only).", "/".join(dropped), self.mode)
+            log.warning(
+                "performance.%s not applied to batched fits in %s mode (compilation never; bf16 and "
+                "channels-last in loop mode only).",
+                "/".join(dropped),
+                self.mode,
+            )
         accelerate_network(self.template.network, self.device, applied)  # the members' calls go through it
         self.settings = {**applied, "batch_mode": self.mode}
         if applied["cuda_graphs"]:
@@ -250,7 +287,9 @@ class BatchedModule(L.LightningModule):
                     self.logger.log_metrics({f"train/{k}/{b}": v for k, v in row.items()}, step=step)
             if self.finite[b] and not math.isfinite(host["loss"][-1][b]):
                 self.finite[b] = False
-                self.failures[b] = f"the loss became {host['loss'][-1][b]} at step {steps[-1]}: lower method.lr or check the data"
+                self.failures[b] = (
+                    f"the loss became {host['loss'][-1][b]} at step {steps[-1]}: lower method.lr or check the data"
+                )
         bar = {"loss": sum(host["loss"][-1]) / len(self.members)}
         if "psnr" in host and host["psnr"][-1] is not None:
             bar["psnr"] = sum(host["psnr"][-1]) / len(self.members)
@@ -330,8 +369,10 @@ def batch_size(cfg: DictConfig) -> int:
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
         raise UserError(f"performance.batch_indices must be whole numbers, e.g. [3,7,12], got {list(indices)}.")
     if size not in (1, len(indices)):
-        raise UserError(f"performance.batch_size={size} but performance.batch_indices has {len(indices)} entries: "
-                        f"give only batch_indices.")
+        raise UserError(
+            f"performance.batch_size={size} but performance.batch_indices has {len(indices)} entries: "
+            f"give only batch_indices."
+        )
     return len(indices)
 
 
@@ -351,8 +392,10 @@ def member_config(cfg: DictConfig, index: int) -> DictConfig:
             member.seed = cfg.seed + index
         if "index" in vary or indices is not None:
             if "index" not in cfg.task:
-                raise UserError(f"Task '{cfg.task.get('name')}' has no index: remove index from performance.batch_vary "
-                                f"and performance.batch_indices.")
+                raise UserError(
+                    f"Task '{cfg.task.get('name')}' has no index: remove index from performance.batch_vary "
+                    f"and performance.batch_indices."
+                )
             member.task.index = indices[index] if indices is not None else cfg.task.index + index
     return member
 
@@ -364,8 +407,12 @@ def build_batched(cfg: DictConfig) -> tuple[BatchedModule, list[DictConfig], lis
     size = batch_size(cfg)
     configs = [member_config(cfg, b) for b in range(size)]
     performance = performance_from_config(cfg)
-    module = BatchedModule([build_module(c) for c in configs], **cfg.module, performance=performance,
-                           mode=cfg.performance.get("batch_mode", "auto"))
+    module = BatchedModule(
+        [build_module(c) for c in configs],
+        **cfg.module,
+        performance=performance,
+        mode=cfg.performance.get("batch_mode", "auto"),
+    )
     reporting, shared = [], []
     for b in range(size):
         built = [build(c, "callbacks") for c in (configs[b].get("callbacks") or {}).values() if c is not None]
@@ -384,8 +431,11 @@ def train_batched(cfg: DictConfig) -> dict:
     members, size = module.members, len(module.members)
     reporting = callbacks[-1].per_member
     checkpoint_cfg = cfg.get("checkpoint")  # its signal options; a batched fit has no checkpoint to save or resume
-    stopper = StopOnSignal(checkpoint_cfg.get("on_signal", True), checkpoint_cfg.get("requeue", True)) \
-        if checkpoint_cfg else None
+    stopper = (
+        StopOnSignal(checkpoint_cfg.get("on_signal", True), checkpoint_cfg.get("requeue", True))
+        if checkpoint_cfg
+        else None
+    )
     callbacks += [stopper] if stopper else []
     logger = build(cfg.get("logger"), "logger") or False
     plugins = {"plugins": [SLURMEnvironment(auto_requeue=False)]} if stopper and SLURMEnvironment.detect() else {}
@@ -416,10 +466,15 @@ def train_batched(cfg: DictConfig) -> dict:
     finished = [m for m in results if m["status"] != "failed"]
     status = ("interrupted" if interrupted_by else "completed") if finished else "failed"
     summary = {
-        "status": status, "batch_size": size, "steps": int(trainer.global_step),
-        "wall_time_s": wall_time, "seconds_per_step": wall_time / max(trainer.global_step, 1),
+        "status": status,
+        "batch_size": size,
+        "steps": int(trainer.global_step),
+        "wall_time_s": wall_time,
+        "seconds_per_step": wall_time / max(trainer.global_step, 1),
         "reconstructions_per_hour": size * 3600 / wall_time if wall_time > 0 else None,
-        "members": results, "device": device_name(trainer), "performance": module.performance_report(),
+        "members": results,
+        "device": device_name(trainer),
+        "performance": module.performance_report(),
         **({"interrupted_by": interrupted_by} if interrupted_by else {}),
     }
     for key in ("best_psnr", "final_psnr"):
@@ -431,9 +486,14 @@ def train_batched(cfg: DictConfig) -> dict:
         logger.finalize("success" if status == "completed" else "failed")
         close_experiment(logger, exit_code(status, stopper and stopper.interrupted))
     if interrupted_by:
-        log.warning("Interrupted by %s at step %d of %d: every member's outputs are in %s (batched fits are not "
-                    "checkpointed: started again, the fit starts over)", interrupted_by, summary["steps"],
-                    trainer.max_steps, output_dir)
+        log.warning(
+            "Interrupted by %s at step %d of %d: every member's outputs are in %s (batched fits are not "
+            "checkpointed: started again, the fit starts over)",
+            interrupted_by,
+            summary["steps"],
+            trainer.max_steps,
+            output_dir,
+        )
         stopper.exit_after_signal()
     log.info("Finished %d members x %d steps in %.1f s. Outputs: %s", size, summary["steps"], wall_time, output_dir)
     return summary

@@ -55,8 +55,12 @@ def check_in_range(option: str, value, low, high, *, low_open: bool = False, hig
 
 def check_integer(option: str, value, minimum: int, maximum: int | None = None) -> None:
     """Stop unless ``value`` is a whole number (an int, not 3.0) in [minimum, maximum] (no maximum when None)."""
-    if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum
-            or (maximum is not None and value > maximum)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
         bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise UserError(f"{option} must be a whole number {bounds}, got {value!r}.")
 
@@ -66,8 +70,9 @@ def check_finite(what: str, array) -> None:
     values = np.asarray(array.detach().cpu() if hasattr(array, "detach") else array)
     finite = np.isfinite(values)
     if not finite.all():
-        raise UserError(f"{what} holds {int(finite.size - finite.sum())} NaN or Inf values: clean the data or give "
-                        f"another file.")
+        raise UserError(
+            f"{what} holds {int(finite.size - finite.sum())} NaN or Inf values: clean the data or give another file."
+        )
 
 
 def check_array(what: str, array, ranks: tuple[int, ...], kinds: str = "iuf") -> np.ndarray:

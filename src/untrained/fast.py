@@ -111,8 +111,9 @@ class Performance:
         if not isinstance(self.reuse_freed_memory, bool):
             raise UserError(f"performance.reuse_freed_memory must be true or false, got {self.reuse_freed_memory!r}.")
 
-    def resolve(self, device: torch.device, network: nn.Module, method_capturable: bool = True,
-                operator_capturable: bool = True) -> dict[str, bool]:
+    def resolve(
+        self, device: torch.device, network: nn.Module, method_capturable: bool = True, operator_capturable: bool = True
+    ) -> dict[str, bool]:
         """Concrete on/off values on ``device``; explains every request that cannot be honoured there.
 
         ``method_capturable``: the method's step is the standard one (``Method.capturable_step``);
@@ -123,7 +124,11 @@ class Performance:
         images = getattr(network, "dim", None) == 2
         # Networks whose fits keep their best PSNR under bf16 (measured) say so: ``autocast_safe``.
         bf16_safe = getattr(network, "autocast_safe", False)
-        graph = (cuda and method_capturable and operator_capturable) if self.cuda_graphs == "auto" else bool(self.cuda_graphs)
+        graph = (
+            (cuda and method_capturable and operator_capturable)
+            if self.cuda_graphs == "auto"
+            else bool(self.cuda_graphs)
+        )
         if cuda:
             # Measured on an H100 (benchmarks/results/gpu-*.md): without the CUDA graph a DIP step is bound by
             # kernel launches, and bf16 casts and compiled-code guards made it slower, so auto pairs them with it.
@@ -147,8 +152,10 @@ class Performance:
             log.warning("performance.cuda_graphs ignored: CUDA graphs need a CUDA device (this run is on %s).", device)
             resolved["cuda_graphs"] = False
         if resolved["cuda_graphs"] and not (method_capturable and operator_capturable):
-            log.warning("performance.cuda_graphs ignored: this method's step changes from step to step "
-                        "(Method.capturable_step) or its operator leaves the GPU (Operator.capturable).")
+            log.warning(
+                "performance.cuda_graphs ignored: this method's step changes from step to step "
+                "(Method.capturable_step) or its operator leaves the GPU (Operator.capturable)."
+            )
             resolved["cuda_graphs"] = False
         return resolved
 
@@ -179,7 +186,11 @@ class CompiledWithFallback:
         self.failed = True
         log.warning(
             "torch.compile of the %s failed (%s: %s); running it eagerly instead. "
-            "Set performance.compile=false to skip compilation.", self.name, type(error).__name__, first_line(error))
+            "Set performance.compile=false to skip compilation.",
+            self.name,
+            type(error).__name__,
+            first_line(error),
+        )
 
     def probe(self, example: torch.Tensor) -> None:
         """Compile now and run one backward pass on ``example`` (a stateless function only): errors that
@@ -190,8 +201,13 @@ class CompiledWithFallback:
             self.fall_back(error)
 
 
-def accelerate_network(network: nn.Module, device: torch.device, settings: dict[str, bool], mode: str | None = None,
-                       backend: str = "inductor") -> None:
+def accelerate_network(
+    network: nn.Module,
+    device: torch.device,
+    settings: dict[str, bool],
+    mode: str | None = None,
+    backend: str = "inductor",
+) -> None:
     """Replace ``network.forward`` (on the instance) by the fast path; parameters keep their names."""
     if not any(settings[k] for k in ("autocast", "channels_last", "compile")) or getattr(network, "accelerated", False):
         return  # nothing changes the forward (the CUDA graph wraps the step), or done by an earlier fit of the module
@@ -216,8 +232,9 @@ def accelerate_network(network: nn.Module, device: torch.device, settings: dict[
     network.forward = forward
 
 
-def accelerate(network: nn.Module, problem: nn.Module, device: torch.device, performance: Performance,
-               method) -> dict[str, bool]:
+def accelerate(
+    network: nn.Module, problem: nn.Module, device: torch.device, performance: Performance, method
+) -> dict[str, bool]:
     """Apply the fast path to a network and its problem's data loss; returns what was switched on.
 
     The CUDA graph of the step is set up by the caller (:class:`PerformanceCallback`), which owns the step.
@@ -225,8 +242,9 @@ def accelerate(network: nn.Module, problem: nn.Module, device: torch.device, per
     settings = resolve_for(performance, device, network, method, problem)
     accelerate_network(network, device, settings, performance.compile_mode, performance.compile_backend)
     if settings["compile"] and not isinstance(problem.data_loss, CompiledWithFallback):
-        problem.data_loss = CompiledWithFallback(problem.data_loss, "data loss", performance.compile_mode,
-                                                 performance.compile_backend)
+        problem.data_loss = CompiledWithFallback(
+            problem.data_loss, "data loss", performance.compile_mode, performance.compile_backend
+        )
         problem.data_loss.probe(torch.zeros(1, *problem.image_shape, device=device))
     if any(settings.values()):
         log.info("Fast path on %s: %s", device, ", ".join(k for k, v in settings.items() if v))
@@ -283,8 +301,12 @@ class StepGraph:
                 return self.record(*args)
             except Exception as error:  # noqa: BLE001 -- any capture failure means: run eagerly
                 self.failed = True
-                log.warning("Recording the optimization step as a CUDA graph failed (%s: %s); running it eagerly. "
-                            "Set performance.cuda_graphs=false to skip it.", type(error).__name__, first_line(error))
+                log.warning(
+                    "Recording the optimization step as a CUDA graph failed (%s: %s); running it eagerly. "
+                    "Set performance.cuda_graphs=false to skip it.",
+                    type(error).__name__,
+                    first_line(error),
+                )
                 return self.eager(*args)
         self.graph.replay()
         # The replay bypasses the optimizer wrapper's hooks, which count Lightning's global step.

@@ -74,8 +74,12 @@ def step_tools(module: L.LightningModule):
     trainer, wrapped = module.trainer, module.optimizers()
     hooked = any(getattr(type(c), h) is not getattr(L.Callback, h) for c in trainer.callbacks for h in WRAPPER_HOOKS)
     hooked |= any(getattr(type(module), h) is not getattr(L.LightningModule, h) for h in WRAPPER_HOOKS)
-    idle = (type(trainer.precision_plugin) is Precision and isinstance(trainer.strategy, SingleDeviceStrategy)
-            and isinstance(trainer.profiler, PassThroughProfiler) and not hooked)
+    idle = (
+        type(trainer.precision_plugin) is Precision
+        and isinstance(trainer.strategy, SingleDeviceStrategy)
+        and isinstance(trainer.profiler, PassThroughProfiler)
+        and not hooked
+    )
     return (DirectOptimizer(wrapped), torch.Tensor.backward) if idle else (wrapped, module.manual_backward)
 
 
@@ -204,8 +208,13 @@ class UntrainedModule(L.LightningModule):
 
     # Checkpoints (callbacks/checkpoint.py): buffers and parameters are in the state_dict already -----
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["untrained"] = {"history": self.history, "pending": self.pending, "status": self.status,
-                                   "failure": self.failure, "rng": rng_states()}
+        checkpoint["untrained"] = {
+            "history": self.history,
+            "pending": self.pending,
+            "status": self.status,
+            "failure": self.failure,
+            "rng": rng_states(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["untrained"]

@@ -7,10 +7,9 @@ import math
 import os
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
-
-import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -65,7 +64,9 @@ def plot_curves(history: dict, path: Path, markers: dict[str, int] | None = None
     plt.close(fig)
 
 
-def write_run_outputs(output_dir: Path, module, metrics: dict, extra_images: dict[str, torch.Tensor] | None = None) -> None:
+def write_run_outputs(
+    output_dir: Path, module, metrics: dict, extra_images: dict[str, torch.Tensor] | None = None
+) -> None:
     """Write reconstructions (.npy and .png), measurement, ground truth, curve and metrics.json."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -90,8 +91,10 @@ def write_run_outputs(output_dir: Path, module, metrics: dict, extra_images: dic
             markers["stopping rule"] = metrics["es_step"]
         plot_curves(module.history, output_dir / "psnr_curve.png", markers)
         write_json_atomic(module.history, output_dir / "history.json")
-    write_json_atomic({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()},
-                      output_dir / "metrics.json")
+    write_json_atomic(
+        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()},
+        output_dir / "metrics.json",
+    )
     method = getattr(module, "method", None)
     if hasattr(method, "write_outputs"):  # method-specific files: OES's mask, DOP's recovered corruption
         method.write_outputs(output_dir, problem)

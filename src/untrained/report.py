@@ -20,10 +20,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import yaml
-
-import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -71,8 +70,11 @@ def find_runs(sweep_dir: Path) -> list[Run]:
             run.metrics = json.loads((directory / "metrics.json").read_text())
         else:  # crashed, still running, or interrupted: the config tells what it was
             config = yaml.safe_load((directory / ".hydra" / "config.yaml").read_text()) or {}
-            run.metrics = {"status": "no metrics.json", "task": config.get("task", {}).get("name"),
-                           "method": config.get("method", {}).get("name")}
+            run.metrics = {
+                "status": "no metrics.json",
+                "task": config.get("task", {}).get("name"),
+                "method": config.get("method", {}).get("name"),
+            }
         runs.append(run)
     return runs
 
@@ -83,12 +85,17 @@ def label_runs(runs: list[Run], average_over: tuple[str, ...] = AVERAGE_OVER) ->
     varying = sorted(k for k in keys if len({run.overrides.get(k) for run in runs}) > 1)
     for run in runs:
         method_keys = [k for k in varying if k.startswith("method.")]
-        setting_keys = [k for k in varying if k not in average_over and k != "method" and k not in method_keys
-                        and k != "task"]
-        run.method = " ".join([str(run.metrics.get("method") or run.overrides.get("method", "?"))]
-                              + [f"{k}={run.overrides.get(k)}" for k in method_keys])
-        run.setting = " ".join([str(run.metrics.get("task") or run.overrides.get("task", "?"))]
-                               + [f"{k}={run.overrides.get(k)}" for k in setting_keys])
+        setting_keys = [
+            k for k in varying if k not in average_over and k != "method" and k not in method_keys and k != "task"
+        ]
+        run.method = " ".join(
+            [str(run.metrics.get("method") or run.overrides.get("method", "?"))]
+            + [f"{k}={run.overrides.get(k)}" for k in method_keys]
+        )
+        run.setting = " ".join(
+            [str(run.metrics.get("task") or run.overrides.get("task", "?"))]
+            + [f"{k}={run.overrides.get(k)}" for k in setting_keys]
+        )
 
 
 def mean_std(values: list[float]) -> tuple[float, float] | None:
@@ -124,8 +131,9 @@ def write_tables(rows: list[dict], runs: list[Run], out: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(header[:4] + [f"{c}_{s}" for c in COLUMNS for s in ("mean", "std")])
         for row in rows:
-            writer.writerow([row[h] for h in header[:4]]
-                            + [x for c in COLUMNS for x in (row[c] if row[c] else ("", ""))])
+            writer.writerow(
+                [row[h] for h in header[:4]] + [x for c in COLUMNS for x in (row[c] if row[c] else ("", ""))]
+            )
     digits = {"steps": 0, "wall_time_s": 1, "best_ssim": 3, "final_ssim": 3}
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -136,9 +144,17 @@ def write_tables(rows: list[dict], runs: list[Run], out: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(["directory", "method", "setting", "status", *keys, *COLUMNS, "failure"])
         for run in runs:
-            writer.writerow([run.directory, run.method, run.setting, run.metrics.get("status"),
-                             *(run.overrides.get(k, "") for k in keys), *(run.metrics.get(k, "") for k in COLUMNS.values()),
-                             run.metrics.get("failure", "")])
+            writer.writerow(
+                [
+                    run.directory,
+                    run.method,
+                    run.setting,
+                    run.metrics.get("status"),
+                    *(run.overrides.get(k, "") for k in keys),
+                    *(run.metrics.get(k, "") for k in COLUMNS.values()),
+                    run.metrics.get("failure", ""),
+                ]
+            )
 
 
 def psnr_curve(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
@@ -180,19 +196,23 @@ def plot_reconstructions(runs: list[Run], out: Path) -> None:
 
     settings = sorted({r.setting for r in runs})
     methods = sorted({r.method for r in runs})
-    fig, axes = plt.subplots(len(settings), len(methods) + 1, figsize=(2.6 * (len(methods) + 1), 2.8 * len(settings)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(settings), len(methods) + 1, figsize=(2.6 * (len(methods) + 1), 2.8 * len(settings)), squeeze=False
+    )
     for row, setting in zip(axes, settings):
         members = sorted((r for r in runs if r.setting == setting), key=lambda r: r.replicate)
-        truth = next((r.directory / "ground_truth.png" for r in members if (r.directory / "ground_truth.png").is_file()), None)
-        panels = [("ground truth", truth)] + [
-            (m, next((r for r in members if r.method == m), None)) for m in methods]
+        truth = next(
+            (r.directory / "ground_truth.png" for r in members if (r.directory / "ground_truth.png").is_file()), None
+        )
+        panels = [("ground truth", truth)] + [(m, next((r for r in members if r.method == m), None)) for m in methods]
         for ax, (title, item) in zip(row, panels):
             ax.axis("off")
             if isinstance(item, Run):
                 image = item.directory / "final.png"
                 psnr = item.metrics.get("final_psnr")
-                title = f"{title}\n" + (f"{psnr:.2f} dB" if isinstance(psnr, (int, float)) else item.metrics.get("status", ""))
+                title = f"{title}\n" + (
+                    f"{psnr:.2f} dB" if isinstance(psnr, (int, float)) else item.metrics.get("status", "")
+                )
                 item = image if image.is_file() else None
             if item is not None:
                 ax.imshow(np.asarray(Image.open(item)), cmap="gray", vmin=0, vmax=255)
@@ -223,8 +243,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m untrained.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="a Hydra multirun directory (hydra.sweep.dir)")
     parser.add_argument("--out", type=Path, help="where to write (default: <sweep_dir>/report)")
-    parser.add_argument("--average-over", default=",".join(AVERAGE_OVER),
-                        help="overrides that are replicates, averaged over (comma-separated)")
+    parser.add_argument(
+        "--average-over",
+        default=",".join(AVERAGE_OVER),
+        help="overrides that are replicates, averaged over (comma-separated)",
+    )
     args = parser.parse_args(argv)
     report(args.sweep_dir, args.out, tuple(k for k in args.average_over.split(",") if k))
     out = args.out or args.sweep_dir / "report"

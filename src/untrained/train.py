@@ -45,7 +45,9 @@ def build(config: DictConfig | None, group: str, **kwargs):
         if isinstance(cause, UserError):
             raise cause from None
         if isinstance(cause, TypeError) and "argument" in str(cause):
-            raise UserError(f"Invalid {group} option: {cause}. Check the keys under '{group}' in your overrides.") from None
+            raise UserError(
+                f"Invalid {group} option: {cause}. Check the keys under '{group}' in your overrides."
+            ) from None
         raise
 
 
@@ -137,19 +139,26 @@ def run_report(cfg: DictConfig, module, trainer: L.Trainer, wall_time: float, ca
 def check_wandb_reachable(logger_cfg: DictConfig | None) -> None:
     """W&B online mode with no route to its server would stall a job in ``wandb.init``: fail in seconds instead."""
     offline_modes = ("offline", "disabled", "dryrun")
-    if (logger_cfg is None or not str(logger_cfg.get("_target_", "")).endswith("WandbLogger")
-            or logger_cfg.get("offline") or os.environ.get("WANDB_MODE") in offline_modes):
+    if (
+        logger_cfg is None
+        or not str(logger_cfg.get("_target_", "")).endswith("WandbLogger")
+        or logger_cfg.get("offline")
+        or os.environ.get("WANDB_MODE") in offline_modes
+    ):
         return
-    import wandb
     from urllib.parse import urlparse
+
+    import wandb
 
     os.environ.setdefault("WANDB_INIT_TIMEOUT", "60")  # a reachable but unresponsive server: give up after a minute
     url = urlparse(wandb.Settings().base_url)
     try:
         socket.create_connection((url.hostname, url.port or 443), timeout=5).close()
     except OSError as error:
-        raise UserError(f"W&B is online (logger.offline=false) but {url.hostname} is unreachable ({error}): use "
-                        "logger.offline=true and sync later with `wandb sync`, or logger=none.") from None
+        raise UserError(
+            f"W&B is online (logger.offline=false) but {url.hostname} is unreachable ({error}): use "
+            "logger.offline=true and sync later with `wandb sync`, or logger=none."
+        ) from None
 
 
 # The config entries whose numbers ``check_config`` guards (hydra, paths and logger hold strings).
@@ -158,8 +167,11 @@ CHECKED_ENTRIES = ("seed", "task", "network", "method", "module", "trainer", "pe
 
 def check_config(cfg: DictConfig) -> None:
     """No NaN/Inf option, whole seeds, a positive step count: before anything is built or allocated."""
-    plain = {key: OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
-             for key in CHECKED_ENTRIES if (value := cfg.get(key)) is not None}
+    plain = {
+        key: OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+        for key in CHECKED_ENTRIES
+        if (value := cfg.get(key)) is not None
+    }
     check_options(plain)
     if "max_steps" in (cfg.get("trainer") or {}):
         check_integer("trainer.max_steps", cfg.trainer.max_steps, 1)
@@ -171,7 +183,9 @@ def build_module(cfg: DictConfig) -> UntrainedModule:
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     problem = build(cfg.task, "task")
     method = build(cfg.method, "method")
-    network = build(cfg.network, "network", in_channels=method.input_channels(problem), out_channels=problem.image_shape[0])
+    network = build(
+        cfg.network, "network", in_channels=method.input_channels(problem), out_channels=problem.image_shape[0]
+    )
     check_network_fits(network, problem.image_shape)
     return UntrainedModule(problem, network, method, **cfg.module)
 
@@ -222,14 +236,22 @@ def train(cfg: DictConfig) -> dict:
     if checkpointing and not interrupted_by:
         checkpointing.finish()
     if logger:
-        logger.log_metrics({f"summary/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=metrics["steps"])
+        logger.log_metrics(
+            {f"summary/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=metrics["steps"]
+        )
         logger.finalize("success" if metrics["status"] == "completed" else "failed")
         close_experiment(logger, exit_code(metrics["status"], checkpointing and checkpointing.interrupted))
     if crash is not None:
         raise crash
     if interrupted_by:
-        log.warning("Interrupted by %s at step %d of %d: outputs in %s, checkpoint %s", interrupted_by,
-                    metrics["steps"], trainer.max_steps, output_dir, checkpointing.path)
+        log.warning(
+            "Interrupted by %s at step %d of %d: outputs in %s, checkpoint %s",
+            interrupted_by,
+            metrics["steps"],
+            trainer.max_steps,
+            output_dir,
+            checkpointing.path,
+        )
         command = resume_command()
         log.warning("Resume with: %s", command) if command else log.warning("Run again in %s to resume.", output_dir)
         checkpointing.exit_after_signal()
@@ -237,5 +259,11 @@ def train(cfg: DictConfig) -> dict:
         log.error("Run failed: %s. Best iterate kept in %s", metrics.get("failure"), output_dir)
     else:
         summary = ", ".join(f"{k}={metrics[k]:.2f}" for k in ("best_psnr", "final_psnr") if k in metrics)
-        log.info("Finished %d steps in %.1f s%s. Outputs: %s", metrics["steps"], wall_time, f" ({summary})" if summary else "", output_dir)
+        log.info(
+            "Finished %d steps in %.1f s%s. Outputs: %s",
+            metrics["steps"],
+            wall_time,
+            f" ({summary})" if summary else "",
+            output_dir,
+        )
     return metrics

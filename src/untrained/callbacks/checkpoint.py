@@ -186,8 +186,15 @@ class PreemptionCheckpoint(StopOnSignal):
         keep: keep ``last.ckpt`` after the run has finished (otherwise it is deleted once the outputs are written).
     """
 
-    def __init__(self, dirpath: str | Path, every_n_steps: int = 0, on_signal: bool = True, resume: bool = True,
-                 requeue: bool = True, keep: bool = False):
+    def __init__(
+        self,
+        dirpath: str | Path,
+        every_n_steps: int = 0,
+        on_signal: bool = True,
+        resume: bool = True,
+        requeue: bool = True,
+        keep: bool = False,
+    ):
         if every_n_steps < 0:
             raise ValueError("checkpoint.every_n_steps must be >= 0 (0 = no periodic checkpoints).")
         super().__init__(on_signal, requeue)

@@ -93,8 +93,11 @@ class VarianceEarlyStopping(ReportingCallback):
     def state_dict(self) -> dict:
         if not self.state:
             return {}
-        return {"observed": self.observed, "state": dict(self.state),
-                "statistic": {name: getattr(self, name) for name in self.statistic_names}}
+        return {
+            "observed": self.observed,
+            "state": dict(self.state),
+            "statistic": {name: getattr(self, name) for name in self.statistic_names},
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.restored = state_dict

@@ -7,7 +7,8 @@
 
 Noise convention: y = A x† + δ τ with τ ~ N(0, I_n), i.e. δ is the standard deviation of every
 entry (Dittmer et al.'s ``y^δ = A_n x† + δτ``); ``snr_db`` sets δ from a target (expected) SNR
-10 log10(||A x†||² / (n δ²)) instead; ``info['snr_db']`` is the realised one (the paper quotes 17.06 dB and 18.97 dB for its examples).
+10 log10(||A x†||² / (n δ²)) instead; ``info['snr_db']`` is the realised one (the paper quotes 17.06 dB and
+18.97 dB for its examples).
 
 Network space is ``(1, n)`` (one channel); ``to_domain`` squeezes the channel and casts to the
 operator's dtype. Metrics: ``true_error`` = ||x − x†||₂ (Euclidean, no h weighting) and
@@ -55,8 +56,16 @@ def test_signal(name: str, n: int, dtype: torch.dtype = torch.float64) -> torch.
     if name == "piecewise_constant":
         return step(-0.6) - 0.7 * step(-0.5) - 0.3 * step(0) + 0.7 * step(0.2) - 0.7 * step(0.5)
     if name == "piecewise_linear":
-        return ((s + 0.7) * step(-0.7) - (2 * s + 1) * step(-0.5) + (s + 0.3) * step(-0.3) + (0.9 - s) * step(-0.1)
-                + (s - 0.2) * step(0.2) - 0.7 * step(0.4) + (3 * s - 1.8) * step(0.6) - (3 * s - 1.8) * step(0.8))
+        return (
+            (s + 0.7) * step(-0.7)
+            - (2 * s + 1) * step(-0.5)
+            + (s + 0.3) * step(-0.3)
+            + (0.9 - s) * step(-0.1)
+            + (s - 0.2) * step(0.2)
+            - 0.7 * step(0.4)
+            + (3 * s - 1.8) * step(0.6)
+            - (3 * s - 1.8) * step(0.8)
+        )
     raise UserError(f"task.signal must be one of {SIGNALS}, got '{name}'.")
 
 
@@ -88,8 +97,16 @@ def noise_std(clean: torch.Tensor, delta: float, snr_db: float | None) -> float:
     return float(delta)
 
 
-def analytic_problem(name: str, matrix: torch.Tensor, x_true: torch.Tensor, delta: float, snr_db: float | None,
-                     noise_seed: int, alpha: float, tsvd_threshold: float | None) -> InverseProblem:
+def analytic_problem(
+    name: str,
+    matrix: torch.Tensor,
+    x_true: torch.Tensor,
+    delta: float,
+    snr_db: float | None,
+    noise_seed: int,
+    alpha: float,
+    tsvd_threshold: float | None,
+) -> InverseProblem:
     """y = A x† + δτ with Tikhonov and TSVD baselines, all in network space (1, 1, n)."""
     check_positive("task.alpha (Tikhonov baseline)", alpha)
     check_at_least("task.delta", delta, 0)  # also when snr_db sets the noise: a negative std is a typo
@@ -121,8 +138,10 @@ def analytic_problem(name: str, matrix: torch.Tensor, x_true: torch.Tensor, delt
         image_shape=(1, matrix.shape[1]),
         x_true=network_space(x_true[None]),
         init=network_space(operator.adjoint(y)),
-        baselines={"tikhonov": network_space(tikhonov(matrix, y, alpha)),
-                   "tsvd": network_space(truncated_svd(matrix, y, threshold))},
+        baselines={
+            "tikhonov": network_space(tikhonov(matrix, y, alpha)),
+            "tsvd": network_space(truncated_svd(matrix, y, threshold)),
+        },
         to_domain=to_domain,
         from_domain=network_space,
         to_display=lambda x: x - lo,
@@ -137,9 +156,17 @@ def check_size(size) -> int:
     return size
 
 
-def integration_1d(size: int = 200, signal: str = "singular", singular_index: int = 3, delta: float = 0.01,
-                   snr_db: float | None = 17.06, noise_seed: int = 0, alpha: float = 1e-3,
-                   tsvd_threshold: float | None = None, dtype: str = "float64") -> InverseProblem:
+def integration_1d(
+    size: int = 200,
+    signal: str = "singular",
+    singular_index: int = 3,
+    delta: float = 0.01,
+    snr_db: float | None = 17.06,
+    noise_seed: int = 0,
+    alpha: float = 1e-3,
+    tsvd_threshold: float | None = None,
+    dtype: str = "float64",
+) -> InverseProblem:
     """Dittmer et al. 2020's integration problem; ``signal='singular'`` uses x† = u_{singular_index}."""
     n, torch_dtype = check_size(size), DTYPES[dtype]
     matrix = integration_matrix(n, torch_dtype)
@@ -147,13 +174,29 @@ def integration_1d(size: int = 200, signal: str = "singular", singular_index: in
     return analytic_problem("integration_1d", matrix, x_true, delta, snr_db, noise_seed, alpha, tsvd_threshold)
 
 
-def deconvolution_1d(size: int = 200, signal: str = "piecewise_constant", kernel_std: float = 5.0,
-                     delta: float = 0.005, snr_db: float | None = None, noise_seed: int = 0, alpha: float = 1.5e-3,
-                     tsvd_threshold: float | None = None, dtype: str = "float64") -> InverseProblem:
+def deconvolution_1d(
+    size: int = 200,
+    signal: str = "piecewise_constant",
+    kernel_std: float = 5.0,
+    delta: float = 0.005,
+    snr_db: float | None = None,
+    noise_seed: int = 0,
+    alpha: float = 1.5e-3,
+    tsvd_threshold: float | None = None,
+    dtype: str = "float64",
+) -> InverseProblem:
     """Gaussian deconvolution as a full matrix (Salehi et al. 2025, Sec. 4.1; Arndt 2022)."""
     n, torch_dtype = check_size(size), DTYPES[dtype]
     if signal == "singular":
         raise UserError("task.signal=singular is only defined for integration_1d: choose smooth or piecewise_*.")
     matrix = gaussian_convolution_matrix(n, kernel_std, torch_dtype)
-    return analytic_problem("deconvolution_1d", matrix, test_signal(signal, n, torch_dtype), delta, snr_db,
-                            noise_seed, alpha, tsvd_threshold)
+    return analytic_problem(
+        "deconvolution_1d",
+        matrix,
+        test_signal(signal, n, torch_dtype),
+        delta,
+        snr_db,
+        noise_seed,
+        alpha,
+        tsvd_threshold,
+    )

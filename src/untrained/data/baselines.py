@@ -9,8 +9,15 @@ from untrained.errors import check_at_least, check_integer
 MAX_BASELINE_STEPS = 100_000  # iterations of a classical baseline (TV, CG; the defaults are 10 to 150)
 
 
-def tv_reconstruction(operator, y: torch.Tensor, x0: torch.Tensor, weight: float, steps: int, lr: float = 0.02,
-                      bounds: tuple[float, float] | None = (0.0, None)) -> torch.Tensor:
+def tv_reconstruction(
+    operator,
+    y: torch.Tensor,
+    x0: torch.Tensor,
+    weight: float,
+    steps: int,
+    lr: float = 0.02,
+    bounds: tuple[float, float] | None = (0.0, None),
+) -> torch.Tensor:
     """min_x ½||A x − y||² + weight·TV(x) (isotropic) by Adam from x0, projected onto ``bounds``."""
     from untrained.methods.tv import total_variation
 

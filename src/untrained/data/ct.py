@@ -64,7 +64,9 @@ def read_dicom_slice(path: Path) -> np.ndarray:
 
     try:
         ds = pydicom.dcmread(path)
-        hu = ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1)) + float(getattr(ds, "RescaleIntercept", 0))
+        hu = ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1)) + float(
+            getattr(ds, "RescaleIntercept", 0)
+        )
     except (InvalidDicomError, AttributeError) as error:
         raise UserError(f"Cannot read DICOM image '{path}' ({error}): give a CT DICOM file with pixel data.") from None
     return hounsfield_to_normalised(hu)
@@ -129,8 +131,9 @@ def load_ct_image(image: str, size: int | None, index: int, seed: int) -> np.nda
     return resize(array, (size, size), preserve_range=True).astype(np.float32) if array.shape != (size, size) else array
 
 
-def simulate_sinogram(operator: RayTransform, x: torch.Tensor, photons: float | None, gaussian_std: float,
-                      seed: int) -> torch.Tensor:
+def simulate_sinogram(
+    operator: RayTransform, x: torch.Tensor, photons: float | None, gaussian_std: float, seed: int
+) -> torch.Tensor:
     """Post-log line integrals (of the normalised operator) with Poisson and Gaussian noise."""
     clean = operator(x)
     if photons is None and gaussian_std == 0:
@@ -174,8 +177,10 @@ def ct(
     if size is None:  # the file's own size
         height, width = x_true.shape[-2:]
         if height != width:
-            raise UserError(f"The CT image is {height}x{width}, but CT reconstructs square images: set task.size=n "
-                            "to centre-crop and resize it.")
+            raise UserError(
+                f"The CT image is {height}x{width}, but CT reconstructs square images: set task.size=n "
+                "to centre-crop and resize it."
+            )
         size = square_size(int(height))
     operator = RayTransform(size, views, view_selection, seed=noise_seed, impl=impl)
     y = simulate_sinogram(operator, x_true, photons, gaussian_std, noise_seed)
@@ -183,8 +188,19 @@ def ct(
     init = fbp.clamp(0, 1)
     baselines = {"fbp": fbp, "tv": tv_reconstruction(operator, y, init, tv_weight, tv_steps)}
     return InverseProblem(
-        name="ct", operator=operator, y=y, image_shape=(1, size, size), x_true=x_true, init=init,
+        name="ct",
+        operator=operator,
+        y=y,
+        image_shape=(1, size, size),
+        x_true=x_true,
+        init=init,
         baselines=baselines,
-        info={"image": image, "views": views, "angles": operator.angle_indices.tolist(), "photons": photons,
-              "operator_norm": operator.norm, "impl": operator.impl},
+        info={
+            "image": image,
+            "views": views,
+            "angles": operator.angle_indices.tolist(),
+            "photons": photons,
+            "operator_norm": operator.norm,
+            "impl": operator.impl,
+        },
     )

@@ -18,8 +18,11 @@ def wiener_deconvolution(y: torch.Tensor, operator: Blur, alpha: float) -> torch
     transfer = operator.transfer_function()
     if tuple(y.shape[1:]) != operator.domain_shape:  # valid boundary: embed the smaller data
         dh, dw = (operator.domain_shape[1] - y.shape[-2]) // 2, (operator.domain_shape[2] - y.shape[-1]) // 2
-        y = torch.nn.functional.pad(y, (dw, operator.domain_shape[2] - y.shape[-1] - dw, dh,
-                                        operator.domain_shape[1] - y.shape[-2] - dh), mode="replicate")
+        y = torch.nn.functional.pad(
+            y,
+            (dw, operator.domain_shape[2] - y.shape[-1] - dw, dh, operator.domain_shape[1] - y.shape[-2] - dh),
+            mode="replicate",
+        )
     spectrum = torch.fft.fft2(y) * transfer.conj() / (transfer.abs() ** 2 + alpha)
     return torch.fft.ifft2(spectrum).real
 
@@ -47,8 +50,11 @@ def deblurring(
     x_true = load_image(image, size, grayscale, index)
     shape = tuple(x_true.shape[1:])
     blur = Blur(make_kernel(**(kernel or {}), option="task.kernel", max_size=min(shape[1:])), shape, boundary)
-    data_blur = (Blur(make_kernel(**true_kernel, option="task.true_kernel", max_size=min(shape[1:])), shape, boundary)
-                 if true_kernel else blur)
+    data_blur = (
+        Blur(make_kernel(**true_kernel, option="task.true_kernel", max_size=min(shape[1:])), shape, boundary)
+        if true_kernel
+        else blur
+    )
     operator, data_operator = (blur, data_blur)
     if nonlinear:
         operator, data_operator = SaturatedBlur(blur, gain), SaturatedBlur(data_blur, gain)
@@ -63,7 +69,20 @@ def deblurring(
         baselines["blurred"] = y
     name = "nonlinear_deblurring" if nonlinear else ("semi_blind_deblurring" if true_kernel else "deblurring")
     return InverseProblem(
-        name=name, operator=operator, y=y, image_shape=shape, x_true=x_true, init=init, baselines=baselines,
-        info={"image": image, "noise": noise, "noise_level": noise_level, "boundary": boundary,
-              "kernel": dict(kernel or {}), "true_kernel": dict(true_kernel) if true_kernel else None, "gain": gain},
+        name=name,
+        operator=operator,
+        y=y,
+        image_shape=shape,
+        x_true=x_true,
+        init=init,
+        baselines=baselines,
+        info={
+            "image": image,
+            "noise": noise,
+            "noise_level": noise_level,
+            "boundary": boundary,
+            "kernel": dict(kernel or {}),
+            "true_kernel": dict(true_kernel) if true_kernel else None,
+            "gain": gain,
+        },
     )

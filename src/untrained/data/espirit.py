@@ -73,7 +73,9 @@ def image_space_operator(kernels: torch.Tensor, image_shape: tuple[int, int]) ->
             stencil[:, :, a1 : a1 + k, a2 : a2 + k] += block
     height, width = image_shape
     if 2 * k - 1 > min(height, width):
-        raise UserError(f"The image ({height}x{width}) is smaller than the ESPIRiT kernel support: lower task.espirit.kernel_size.")
+        raise UserError(
+            f"The image ({height}x{width}) is smaller than the ESPIRiT kernel support: lower task.espirit.kernel_size."
+        )
     padded = torch.zeros(coils, coils, height, width, dtype=torch.complex64)
     padded[:, :, : 2 * k - 1, : 2 * k - 1] = stencil.to(torch.complex64)
     padded = torch.roll(padded, shifts=(-(k - 1), -(k - 1)), dims=(-2, -1))  # offset Δ at index Δ mod N

@@ -13,8 +13,24 @@ from skimage.transform import resize
 
 from untrained.errors import UserError, check_array, check_integer
 
-BUILTIN_IMAGES = ("astronaut", "camera", "cat", "chelsea", "coffee", "coins", "moon", "rocket", "brick", "grass",
-                  "gravel", "text", "page", "immunohistochemistry", "retina", "shepp_logan_phantom")
+BUILTIN_IMAGES = (
+    "astronaut",
+    "camera",
+    "cat",
+    "chelsea",
+    "coffee",
+    "coins",
+    "moon",
+    "rocket",
+    "brick",
+    "grass",
+    "gravel",
+    "text",
+    "page",
+    "immunohistochemistry",
+    "retina",
+    "shepp_logan_phantom",
+)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 MAX_IMAGE_SIZE = 8192  # pixels per side: one 128-channel fp32 activation map of 8192² already takes 32 GiB
 
@@ -37,7 +53,9 @@ def resolve_path(source: str | Path, index: int = 0, suffixes=IMAGE_SUFFIXES) ->
     if path.is_dir():
         files = list_folder(path, suffixes)
         if not 0 <= index < len(files):
-            raise UserError(f"task.index={index} is out of range: folder '{path}' holds {len(files)} images (0..{len(files) - 1}).")
+            raise UserError(
+                f"task.index={index} is out of range: folder '{path}' holds {len(files)} images (0..{len(files) - 1})."
+            )
         path = files[index]
     return path
 
@@ -96,7 +114,9 @@ def load_image(source: str = "astronaut", size=256, grayscale: bool | None = Non
     if source in BUILTIN_IMAGES:
         image = load_builtin(source)
     elif isinstance(source, str) and "/" not in source and "." not in source and not Path(source).exists():
-        raise UserError(f"Unknown built-in image '{source}': choose one of {', '.join(BUILTIN_IMAGES)}, or give a file path.")
+        raise UserError(
+            f"Unknown built-in image '{source}': choose one of {', '.join(BUILTIN_IMAGES)}, or give a file path."
+        )
     else:
         image = read_image_file(resolve_path(source, index))
     if grayscale and image.ndim == 3:

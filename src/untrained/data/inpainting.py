@@ -17,8 +17,14 @@ from untrained.operators.inpainting import Mask
 MASKS = ("pixels", "boxes", "center", "text", "file")
 
 
-def make_mask(kind: str, shape: tuple[int, int], seed: int = 0, keep_ratio: float = 0.5, hole_ratio: float = 0.25,
-              path: str | None = None) -> torch.Tensor:
+def make_mask(
+    kind: str,
+    shape: tuple[int, int],
+    seed: int = 0,
+    keep_ratio: float = 0.5,
+    hole_ratio: float = 0.25,
+    path: str | None = None,
+) -> torch.Tensor:
     """A (1, H, W) mask, 1 = observed. ``hole_ratio`` is the target fraction of missing pixels."""
     h, w = shape
     rng = np.random.default_rng(seed)
@@ -52,8 +58,9 @@ def make_mask(kind: str, shape: tuple[int, int], seed: int = 0, keep_ratio: floa
         if file.suffix == ".npy":
             array = check_array(f"Mask file '{path}'", read_npy(file, "mask file"), (2,), kinds="biuf")
             if not np.isin(array, (0, 1)).all():  # e.g. an image saved by mistake: thresholding it would hide that
-                raise UserError(f"Mask file '{path}' holds values other than 0 and 1: save a binary mask "
-                                f"(1 = observed).")
+                raise UserError(
+                    f"Mask file '{path}' holds values other than 0 and 1: save a binary mask (1 = observed)."
+                )
         else:
             from PIL import Image, UnidentifiedImageError
 
@@ -62,8 +69,10 @@ def make_mask(kind: str, shape: tuple[int, int], seed: int = 0, keep_ratio: floa
             except (UnidentifiedImageError, OSError) as error:
                 raise UserError(f"Cannot read mask image '{path}' ({error}): give a .png or .npy mask.") from None
         if array.shape != (h, w):
-            raise UserError(f"The mask file '{path}' is {array.shape[0]}x{array.shape[1]} but the image is {h}x{w}: "
-                            f"resize the mask.")
+            raise UserError(
+                f"The mask file '{path}' is {array.shape[0]}x{array.shape[1]} but the image is {h}x{w}: "
+                f"resize the mask."
+            )
         mask = (array > 0.5).astype(np.float32)
     if not mask.any():
         fix = "give a mask with ones where the image is observed" if kind == "file" else "raise task.keep_ratio"
@@ -98,7 +107,12 @@ def inpainting(
     with torch.no_grad():
         y = operator(apply_noise(x_true, noise, noise_level, noise_seed))
     return InverseProblem(
-        name="inpainting", operator=operator, y=y, image_shape=shape, x_true=x_true, init=y,
+        name="inpainting",
+        operator=operator,
+        y=y,
+        image_shape=shape,
+        x_true=x_true,
+        init=y,
         baselines={"masked": y, "biharmonic": biharmonic(y, observed)},
         info={"image": image, "mask": mask, "missing_fraction": float(1 - observed.mean())},
     )

@@ -65,8 +65,9 @@ def support_magnitude(x: torch.Tensor, operator: MultiCoilMRI) -> torch.Tensor:
 
 
 # Masks -----------------------------------------------------------------------------------------------
-def column_mask(kind: str, num_cols: int, acceleration: int, center_fraction: float, seed: int,
-                density_power: float = 2.0) -> torch.Tensor:
+def column_mask(
+    kind: str, num_cols: int, acceleration: int, center_fraction: float, seed: int, density_power: float = 2.0
+) -> torch.Tensor:
     """A 0/1 mask of the k-space columns (phase encodes); the same seed gives the same mask."""
     if kind not in MASKS:
         raise UserError(f"Unknown task.mask '{kind}': choose one of {', '.join(MASKS)}.")
@@ -93,7 +94,9 @@ def centre_columns(num_cols: int, center_fraction: float) -> torch.Tensor:
     return mask
 
 
-def variable_density_mask(num_cols: int, acceleration: float, center_fraction: float, seed: int, power: float) -> torch.Tensor:
+def variable_density_mask(
+    num_cols: int, acceleration: float, center_fraction: float, seed: int, power: float
+) -> torch.Tensor:
     """fastMRI's fully sampled centre plus columns drawn without replacement with density (1 - |k|/k_max)^power.
 
     The polynomial density is Lustig, Donoho & Pauly 2007 (Sparse MRI, genPDF); the number of columns is
@@ -117,8 +120,11 @@ def birdcage_maps(coils: int, shape: tuple[int, int], radius: float = 1.5) -> to
     around the image, magnitude 1/distance and the azimuthal phase of a loop coil (the model of
     sigpy.mri.birdcage_maps), normalised so that Σ_c |S_c|² = 1 everywhere."""
     height, width = shape
-    y, x = torch.meshgrid(torch.linspace(-1, 1, height, dtype=torch.float64),
-                          torch.linspace(-1, 1, width, dtype=torch.float64), indexing="ij")
+    y, x = torch.meshgrid(
+        torch.linspace(-1, 1, height, dtype=torch.float64),
+        torch.linspace(-1, 1, width, dtype=torch.float64),
+        indexing="ij",
+    )
     maps = []
     for coil in range(coils):
         angle = 2 * math.pi * coil / coils
@@ -176,7 +182,10 @@ def load_fastmri_slice(path: str | Path, slice_index: int | None):
         raise UserError(f"Cannot read '{path}' as HDF5 ({error}): give a fastMRI .h5 file.") from None
     with handle:
         if "kspace" not in handle:
-            raise UserError(f"'{path}' has no 'kspace' dataset (it has {sorted(handle.keys())}): give a fastMRI multi-coil or single-coil file.")
+            raise UserError(
+                f"'{path}' has no 'kspace' dataset (it has {sorted(handle.keys())}): give a fastMRI multi-coil or "
+                "single-coil file."
+            )
         kspace = handle["kspace"]
         if kspace.ndim not in (3, 4):
             raise UserError(f"'{path}': kspace has shape {kspace.shape}; expected slices×coils×H×W or slices×H×W.")
@@ -185,7 +194,9 @@ def load_fastmri_slice(path: str | Path, slice_index: int | None):
             raise UserError(f"'{path}': kspace holds no slices (shape {kspace.shape}): give a file with data.")
         index = slices // 2 if slice_index is None else slice_index
         if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < slices:
-            raise UserError(f"task.slice={slice_index} is out of range: '{path.name}' has {slices} slices (0..{slices - 1}).")
+            raise UserError(
+                f"task.slice={slice_index} is out of range: '{path.name}' has {slices} slices (0..{slices - 1})."
+            )
         # Checked before anything is computed from them: NaN k-space would stop ESPIRiT's SVD with a traceback.
         data = check_array(f"'{path}' kspace (slice {index})", kspace[index], (2, 3), kinds="iufc")
         data = torch.from_numpy(data[None] if data.ndim == 2 else data).to(torch.complex64)  # single-coil: one coil
@@ -193,12 +204,20 @@ def load_fastmri_slice(path: str | Path, slice_index: int | None):
         if "sens_maps" in handle:
             maps = check_array(f"'{path}' sens_maps (slice {index})", handle["sens_maps"][index], (3,), kinds="iufc")
             if maps.shape != tuple(data.shape):
-                raise UserError(f"'{path}': sens_maps of slice {index} have shape {maps.shape} but its k-space is "
-                                f"{tuple(data.shape)}: give coil maps of the k-space's shape (or task.maps=espirit).")
+                raise UserError(
+                    f"'{path}': sens_maps of slice {index} have shape {maps.shape} but its k-space is "
+                    f"{tuple(data.shape)}: give coil maps of the k-space's shape (or task.maps=espirit)."
+                )
             maps = torch.from_numpy(maps).to(torch.complex64)
         header = handle["ismrmrd_header"][()] if "ismrmrd_header" in handle else None
-        info = {"file": str(path), "slice": index, "slices": slices, "kspace_shape": list(data.shape),
-                "acquisition": str(handle.attrs.get("acquisition", "")), **read_header(header)}
+        info = {
+            "file": str(path),
+            "slice": index,
+            "slices": slices,
+            "kspace_shape": list(data.shape),
+            "acquisition": str(handle.attrs.get("acquisition", "")),
+            **read_header(header),
+        }
     return data, maps, info
 
 
@@ -207,8 +226,10 @@ def crop_shape(size, image_shape: tuple[int, int]) -> tuple[int, int]:
         return image_shape
     height, width = image_size(size)
     if not (height <= image_shape[0] and width <= image_shape[1]):
-        raise UserError(f"task.size={size} does not fit the {image_shape[0]}x{image_shape[1]} image: "
-                        f"use a crop within it, or task.size=null for the raw size.")
+        raise UserError(
+            f"task.size={size} does not fit the {image_shape[0]}x{image_shape[1]} image: "
+            f"use a crop within it, or task.size=null for the raw size."
+        )
     return height, width
 
 
@@ -301,8 +322,15 @@ def mri(
     zero_filled = zero_filled / scale
     cg_sense, _ = conjugate_gradient(operator.normal, zero_filled, cg_iterations)
     x_true = to_channels(truth[None] / scale)
-    info.update(scale=scale, mask=mask, acceleration=acceleration, center_fraction=center_fraction,
-                sampled_fraction=float(columns.mean()), maps=maps, shape=[height, width])
+    info.update(
+        scale=scale,
+        mask=mask,
+        acceleration=acceleration,
+        center_fraction=center_fraction,
+        sampled_fraction=float(columns.mean()),
+        maps=maps,
+        shape=[height, width],
+    )
     return InverseProblem(
         name="mri",
         operator=operator,
@@ -340,11 +368,15 @@ def estimate_maps(kspace: torch.Tensor, columns: torch.Tensor, options: dict) ->
     start, stop = acs_columns(columns)
     acs = min(stop - start, options["calib_width"])
     if acs < 3:
-        raise UserError(f"Only {acs} fully sampled centre columns; ESPIRiT needs at least 3: raise task.center_fraction "
-                        f"or give the maps (task.maps=given).")
+        raise UserError(
+            f"Only {acs} fully sampled centre columns; ESPIRiT needs at least 3: raise task.center_fraction "
+            f"or give the maps (task.maps=given)."
+        )
     kernel = min(options["kernel_size"], max(2, math.ceil(acs / 2)))
     if kernel < options["kernel_size"]:
-        log.info("ESPIRiT: %d fully sampled centre columns; kernel %d instead of %d.", acs, kernel, options["kernel_size"])
+        log.info(
+            "ESPIRiT: %d fully sampled centre columns; kernel %d instead of %d.", acs, kernel, options["kernel_size"]
+        )
     calib = calibration_region(kspace, columns, options["calib_width"])
     coil_maps, _ = espirit_maps(calib, tuple(kspace.shape[-2:]), kernel, options["threshold"], options["crop"])
     return coil_maps

@@ -40,8 +40,9 @@ class InverseProblem(nn.Module):
     ):
         super().__init__()
         if not torch.isfinite(y).all():
-            raise UserError(f"The {name} measurement contains NaN or Inf values: check the input data and the task's "
-                            f"noise options.")
+            raise UserError(
+                f"The {name} measurement contains NaN or Inf values: check the input data and the task's noise options."
+            )
         self.name = name
         self.operator = operator
         self.image_shape = tuple(image_shape)

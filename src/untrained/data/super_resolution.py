@@ -50,7 +50,13 @@ def super_resolution(
         return {"psnr_y": psnr(luminance(x.clamp(0, 1))[region], luminance(x_true.to(x.device))[region])}
 
     return InverseProblem(
-        name="super_resolution", operator=operator, y=y, image_shape=shape, x_true=x_true, init=bicubic,
-        baselines={"bicubic": bicubic}, extra_metrics=luminance_psnr,
+        name="super_resolution",
+        operator=operator,
+        y=y,
+        image_shape=shape,
+        x_true=x_true,
+        init=bicubic,
+        baselines={"bicubic": bicubic},
+        extra_metrics=luminance_psnr,
         info={"image": image, "factor": factor, "kernel": kernel},
     )

@@ -45,8 +45,9 @@ INITS = ("zeros", "noise", "measurement")
 MAX_ITERATIONS = 1_000_000  # per lower-level or CG solve, and so per step
 
 
-def upper_objective(network: UnrolledProximalGradient, problem: InverseProblem, x: torch.Tensor,
-                    sobolev_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+def upper_objective(
+    network: UnrolledProximalGradient, problem: InverseProblem, x: torch.Tensor, sobolev_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(U, data term) with U = ½||A x − y||² + β||B − A||_{H¹}; x in the operator's domain."""
     data = 0.5 * (problem.operator(x) - problem.y).pow(2).sum()
     if sobolev_weight == 0:
@@ -54,8 +55,14 @@ def upper_objective(network: UnrolledProximalGradient, problem: InverseProblem, 
     return data + sobolev_weight * network.operator.sobolev(), data
 
 
-def hypergradient(network: UnrolledProximalGradient, problem: InverseProblem, x: torch.Tensor, sobolev_weight: float,
-                  cg_tol: float, cg_max_iter: int) -> tuple[list[torch.Tensor], torch.Tensor, dict]:
+def hypergradient(
+    network: UnrolledProximalGradient,
+    problem: InverseProblem,
+    x: torch.Tensor,
+    sobolev_weight: float,
+    cg_tol: float,
+    cg_max_iter: int,
+) -> tuple[list[torch.Tensor], torch.Tensor, dict]:
     """∇_B U at the lower-level point x by the implicit function theorem; returns (grads, U, info)."""
     params = [p for p in network.parameters() if p.requires_grad]
     with torch.enable_grad():
@@ -99,11 +106,28 @@ class AnalyticDeepPrior(Method):
     name = "adp"
     capturable_step = False  # lower-level solves of data-dependent length and host-side line searches
 
-    def __init__(self, solver: str = "unrolled", lr: float = 1e-3, sobolev_weight: float = 0.0, init: str = "zeros",
-                 lower_solver: str = "pg", lower_tol: float = 1e-6, lower_max_iter: int = 500, cg_tol: float = 1e-8,
-                 cg_max_iter: int = 500, maid_eps: float = 1e-3, maid_max_iter: int = 500, maid_rho: float = 0.5,
-                 maid_tau: float = 0.5, maid_nu: float = 1.05, maid_step_increase: float = 10 / 9,
-                 maid_decrease: float = 1e-8, maid_line_search: int = 5, maid_min_eps: float = 0.0, **kwargs):
+    def __init__(
+        self,
+        solver: str = "unrolled",
+        lr: float = 1e-3,
+        sobolev_weight: float = 0.0,
+        init: str = "zeros",
+        lower_solver: str = "pg",
+        lower_tol: float = 1e-6,
+        lower_max_iter: int = 500,
+        cg_tol: float = 1e-8,
+        cg_max_iter: int = 500,
+        maid_eps: float = 1e-3,
+        maid_max_iter: int = 500,
+        maid_rho: float = 0.5,
+        maid_tau: float = 0.5,
+        maid_nu: float = 1.05,
+        maid_step_increase: float = 10 / 9,
+        maid_decrease: float = 1e-8,
+        maid_line_search: int = 5,
+        maid_min_eps: float = 0.0,
+        **kwargs,
+    ):
         kwargs.setdefault("optimizer", "sgd")
         super().__init__(lr=lr, **kwargs)
         check_choice("method.solver", solver, SOLVERS)
@@ -113,8 +137,11 @@ class AnalyticDeepPrior(Method):
         check_at_least("method.sobolev_weight", sobolev_weight, 0)
         check_at_least("method.lower_tol", lower_tol, 0)  # 0: always lower_max_iter iterations
         check_at_least("method.cg_tol", cg_tol, 0)
-        for option, iterations in (("lower_max_iter", lower_max_iter), ("cg_max_iter", cg_max_iter),
-                                   ("maid_max_iter", maid_max_iter)):
+        for option, iterations in (
+            ("lower_max_iter", lower_max_iter),
+            ("cg_max_iter", cg_max_iter),
+            ("maid_max_iter", maid_max_iter),
+        ):
             check_integer(f"method.{option}", iterations, 1, MAX_ITERATIONS)
         check_positive("method.maid_eps", maid_eps)
         check_in_range("method.maid_rho", maid_rho, 0, 1, low_open=True, high_open=True)
@@ -130,8 +157,16 @@ class AnalyticDeepPrior(Method):
         self.accelerate = lower_solver == "fista"
         self.lower_tol, self.lower_max_iter = lower_tol, lower_max_iter
         self.cg_tol, self.cg_max_iter = cg_tol, cg_max_iter
-        self.maid = dict(max_iter=maid_max_iter, rho=maid_rho, tau=maid_tau, nu=maid_nu, step_increase=maid_step_increase,
-                         decrease=maid_decrease, line_search=maid_line_search, min_eps=maid_min_eps)
+        self.maid = dict(
+            max_iter=maid_max_iter,
+            rho=maid_rho,
+            tau=maid_tau,
+            nu=maid_nu,
+            step_increase=maid_step_increase,
+            decrease=maid_decrease,
+            line_search=maid_line_search,
+            min_eps=maid_min_eps,
+        )
         self.maid_eps0 = maid_eps
 
     # Setup ----------------------------------------------------------------------------------------
@@ -140,7 +175,9 @@ class AnalyticDeepPrior(Method):
 
     def setup(self, problem: InverseProblem, network: nn.Module) -> None:
         if not isinstance(network, UnrolledProximalGradient):
-            raise UserError("method=adp learns the operator of an unrolled proximal gradient network: use network=unrolled_pg.")
+            raise UserError(
+                "method=adp learns the operator of an unrolled proximal gradient network: use network=unrolled_pg."
+            )
         network.bind(problem)
         if self.init == "measurement":
             self.input_spec.kind = "measurement"
@@ -154,11 +191,13 @@ class AnalyticDeepPrior(Method):
         self.upper_lipschitz = operator_norm(problem.operator, iterations=100) ** 2
 
     # Steps ----------------------------------------------------------------------------------------
-    def optimization_step(self, network: UnrolledProximalGradient, problem: InverseProblem, step: int, optimizer,
-                          backward: Callable) -> StepOutput:
+    def optimization_step(
+        self, network: UnrolledProximalGradient, problem: InverseProblem, step: int, optimizer, backward: Callable
+    ) -> StepOutput:
         before = [p.detach().clone() for p in network.parameters()]
         x, loss, logs = {"unrolled": self.unrolled_step, "ift": self.ift_step, "maid": self.maid_step}[self.solver](
-            network, problem, optimizer, backward)
+            network, problem, optimizer, backward
+        )
         change = sum((p.detach() - b).pow(2).sum() for p, b in zip(network.parameters(), before)).sqrt()
         output = network.from_domain(x.detach())
         logs.update(operator_change=change, upper_loss=loss.detach(), data_loss=problem.data_loss(output).detach())
@@ -180,15 +219,22 @@ class AnalyticDeepPrior(Method):
         x, iterations = network.solve(network.to_domain(self.z), self.lower_tol, self.lower_max_iter, self.accelerate)
         grads, loss, info = hypergradient(network, problem, x, self.sobolev_weight, self.cg_tol, self.cg_max_iter)
         self.apply_gradient(network, optimizer, grads, self.lr)
-        return x, loss, {"lower_iterations": torch.tensor(iterations), "cg_iterations": torch.tensor(info["cg_iterations"])}
+        return (
+            x,
+            loss,
+            {"lower_iterations": torch.tensor(iterations), "cg_iterations": torch.tensor(info["cg_iterations"])},
+        )
 
     def maid_step(self, network, problem, optimizer, backward):
         settings, eps = self.maid, float(self.eps)
         if eps < settings["min_eps"]:  # converged to the requested accuracy: keep B, report the last x
             x = network.to_domain(self.z)
             self.apply_gradient(network, optimizer, None, 0.0)
-            return x, upper_objective(network, problem, x, self.sobolev_weight)[0].detach(), {
-                "eps": self.eps.clone(), "step_size": torch.tensor(0.0), "line_search_trials": torch.tensor(0)}
+            return (
+                x,
+                upper_objective(network, problem, x, self.sobolev_weight)[0].detach(),
+                {"eps": self.eps.clone(), "step_size": torch.tensor(0.0), "line_search_trials": torch.tensor(0)},
+            )
         x, iterations = network.solve(network.to_domain(self.z), eps, settings["max_iter"], self.accelerate)
         grads, loss, info = hypergradient(network, problem, x, self.sobolev_weight, eps, self.cg_max_iter)
         old_bound = loss + info["upper_gradient_norm"] * eps
@@ -223,9 +269,14 @@ class AnalyticDeepPrior(Method):
             self.apply_gradient(network, optimizer, grads, taken)
             self.eps.mul_(settings["nu"])
             self.step_size.fill_(taken * settings["step_increase"])
-        logs = {"lower_iterations": torch.tensor(iterations), "cg_iterations": torch.tensor(info["cg_iterations"]),
-                "eps": torch.tensor(eps), "step_size": torch.tensor(taken), "line_search_trials": torch.tensor(trials),
-                "hypergradient_norm": squared_norm.sqrt().detach()}
+        logs = {
+            "lower_iterations": torch.tensor(iterations),
+            "cg_iterations": torch.tensor(info["cg_iterations"]),
+            "eps": torch.tensor(eps),
+            "step_size": torch.tensor(taken),
+            "line_search_trials": torch.tensor(trials),
+            "hypergradient_norm": squared_norm.sqrt().detach(),
+        }
         return result, result_loss, logs
 
     def upper_value_and_gradient_norm(self, network, problem, x) -> tuple[torch.Tensor, torch.Tensor]:

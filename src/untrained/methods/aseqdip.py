@@ -52,8 +52,9 @@ class ASeqDIP(Method):
 
     name = "aseqdip"
 
-    def __init__(self, inner_steps: int = 2, ae_weight: float = 1.0, loss: str = "mse",
-                 data_consistency: str = "auto", **kwargs):
+    def __init__(
+        self, inner_steps: int = 2, ae_weight: float = 1.0, loss: str = "mse", data_consistency: str = "auto", **kwargs
+    ):
         super().__init__(**kwargs)
         check_integer("method.inner_steps", inner_steps, 1)  # more than trainer.max_steps: z is never replaced
         check_at_least("method.ae_weight", ae_weight, 0)

@@ -25,8 +25,13 @@ from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_at_least, check_in_range, check_integer, check_positive
 from untrained.networks.base import MAX_CHANNELS, pad_to
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
-              "rmsprop": torch.optim.RMSprop, "rprop": torch.optim.Rprop}
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+    "rprop": torch.optim.Rprop,
+}
 
 
 @dataclass
@@ -66,11 +71,16 @@ def make_input(spec: InputSpec, problem: InverseProblem, shape: tuple[int, ...])
     working grid (``networks/base.py``), to which a measurement-based z is reflection-padded."""
     if spec.kind == "measurement":
         if problem.init is None:
-            raise UserError(f"Task '{problem.name}' has no measurement-based reconstruction to use as input: set method.input.kind=noise.")
+            raise UserError(
+                f"Task '{problem.name}' has no measurement-based reconstruction to use as input: "
+                "set method.input.kind=noise."
+            )
         init = problem.init.detach()
         if init.shape[1] != shape[0] or any(n > t for n, t in zip(init.shape[2:], shape[1:])):
-            raise UserError(f"method.input.kind=measurement makes z of the image's shape {tuple(init.shape[1:])}, but "
-                            f"the network takes inputs of shape {tuple(shape)}: use method.input.kind=noise.")
+            raise UserError(
+                f"method.input.kind=measurement makes z of the image's shape {tuple(init.shape[1:])}, but "
+                f"the network takes inputs of shape {tuple(shape)}: use method.input.kind=noise."
+            )
         return pad_to(init, shape[1:]).clone()
     if spec.kind == "meshgrid":
         axes = [torch.linspace(0, 1, n) for n in shape[1:]]
@@ -131,8 +141,11 @@ class Method(nn.Module):
 
     def setup(self, problem: InverseProblem, network: nn.Module) -> None:
         """Create z and the method's state once the problem and the network are known."""
-        shape = network.input_shape(problem.image_shape) if hasattr(network, "input_shape") else (
-            self.input_channels(problem), *problem.image_shape[1:])
+        shape = (
+            network.input_shape(problem.image_shape)
+            if hasattr(network, "input_shape")
+            else (self.input_channels(problem), *problem.image_shape[1:])
+        )
         z = make_input(self.input_spec, problem, tuple(shape))
         if self.optimize_input:
             self.z = nn.Parameter(z)
@@ -146,8 +159,10 @@ class Method(nn.Module):
         grid, which holds the image's grid in its centre: compare the output with ``crop_to(z, ...)``)."""
         channels, *spatial = problem.image_shape
         if self.z.shape[1] != channels or any(n < m for n, m in zip(self.z.shape[2:], spatial)):
-            raise UserError(f"{reason}, so z must have the image's shape {tuple(problem.image_shape)}: "
-                            "set method.input.kind=measurement.")
+            raise UserError(
+                f"{reason}, so z must have the image's shape {tuple(problem.image_shape)}: "
+                "set method.input.kind=measurement."
+            )
 
     def network_input(self, step: int) -> torch.Tensor:
         if self.reg_noise_std > 0 and self.training:

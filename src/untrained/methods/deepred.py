@@ -48,11 +48,22 @@ class NonLocalMeans:
     h = 0.6σ (fast mode) or 0.8σ, 5×5 patches, 13×13 search window; σ in 8-bit levels by default.
     """
 
-    def __init__(self, sigma: float = 3.0, sigma_units: str = "255", fast_mode: bool = True,
-                 patch_size: int = 5, patch_distance: int = 6):
+    def __init__(
+        self,
+        sigma: float = 3.0,
+        sigma_units: str = "255",
+        fast_mode: bool = True,
+        patch_size: int = 5,
+        patch_distance: int = 6,
+    ):
         self.sigma = gaussian_sigma(sigma, sigma_units)
-        self.kwargs = dict(h=(0.6 if fast_mode else 0.8) * self.sigma, sigma=self.sigma, fast_mode=fast_mode,
-                           patch_size=patch_size, patch_distance=patch_distance)
+        self.kwargs = dict(
+            h=(0.6 if fast_mode else 0.8) * self.sigma,
+            sigma=self.sigma,
+            fast_mode=fast_mode,
+            patch_size=patch_size,
+            patch_distance=patch_distance,
+        )
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         from skimage.restoration import denoise_nl_means
@@ -115,9 +126,19 @@ class DeepRED(Method):
     name = "deepred"
     capturable_step = False  # ADMM updates with a host-side denoiser
 
-    def __init__(self, denoiser: str | Callable = "nlm", denoiser_sigma: float = 3.0, red_weight: float = 0.5,
-                 mu: float = 0.5, denoise_every: int = 10, x_range: list[float] | None = (0.0, 1.0),
-                 fit_threshold: float = 20.0, threshold_step: float = 0.01, increase_reg: float = 0.03, **kwargs):
+    def __init__(
+        self,
+        denoiser: str | Callable = "nlm",
+        denoiser_sigma: float = 3.0,
+        red_weight: float = 0.5,
+        mu: float = 0.5,
+        denoise_every: int = 10,
+        x_range: list[float] | None = (0.0, 1.0),
+        fit_threshold: float = 20.0,
+        threshold_step: float = 0.01,
+        increase_reg: float = 0.03,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         check_positive("method.denoiser_sigma", denoiser_sigma)
         check_at_least("method.red_weight", red_weight, 0)
@@ -126,8 +147,9 @@ class DeepRED(Method):
         check_number("method.fit_threshold", fit_threshold)  # dB: any value (a negative one strengthens at once)
         check_at_least("method.threshold_step", threshold_step, 0)
         check_at_least("method.increase_reg", increase_reg, 0)  # a negative one would drive μ to 0 and below
-        if x_range is not None and not (len(x_range) == 2 and all(isinstance(v, (int, float)) for v in x_range)
-                                        and x_range[0] < x_range[1]):
+        if x_range is not None and not (
+            len(x_range) == 2 and all(isinstance(v, (int, float)) for v in x_range) and x_range[0] < x_range[1]
+        ):
             raise UserError(f"method.x_range must be [low, high] with low < high, or null, got {x_range}.")
         self.denoiser = make_denoiser(denoiser, denoiser_sigma)
         self.initial_red_weight, self.initial_mu, self.denoise_every = red_weight, mu, denoise_every
@@ -147,8 +169,9 @@ class DeepRED(Method):
     def regularizer(self, output: torch.Tensor, problem: InverseProblem, step: int) -> dict[str, torch.Tensor]:
         return {"admm": self.mu * ((output - (self.x - self.u)) ** 2).mean()}
 
-    def optimization_step(self, network: nn.Module, problem: InverseProblem, step: int, optimizer,
-                          backward: Callable) -> StepOutput:
+    def optimization_step(
+        self, network: nn.Module, problem: InverseProblem, step: int, optimizer, backward: Callable
+    ) -> StepOutput:
         """One ADMM iteration: the network step, then the x and u steps (the host-side denoiser makes
         this an update rule of its own, which batched fits do not vmap)."""
         out = super().optimization_step(network, problem, step, optimizer, backward)

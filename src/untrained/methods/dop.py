@@ -63,7 +63,8 @@ class DoubleOverParameterization(Method):
 
     def parameter_groups(self, network: nn.Module) -> list[dict]:
         return super().parameter_groups(network) + [
-            {"params": [self.g, self.h], "lr": self.corruption_lr, "weight_decay": 0.0}]
+            {"params": [self.g, self.h], "lr": self.corruption_lr, "weight_decay": 0.0}
+        ]
 
     def training_loss(self, network: nn.Module, problem: InverseProblem, step: int) -> StepOutput:
         output = network(self.network_input(step))

@@ -42,8 +42,16 @@ class EDIPPretrain(Method):
     name = "edip_pretrain"
     capturable_step = False  # each step draws new synthetic training pairs
 
-    def __init__(self, batch_size: int = 4, ellipses: int = 12, photons: float | None = None,
-                 gaussian_std: float = 0.0, fbp_filter: str = "Hann", fbp_frequency_scaling: float = 1.0, **kwargs):
+    def __init__(
+        self,
+        batch_size: int = 4,
+        ellipses: int = 12,
+        photons: float | None = None,
+        gaussian_std: float = 0.0,
+        fbp_filter: str = "Hann",
+        fbp_frequency_scaling: float = 1.0,
+        **kwargs,
+    ):
         kwargs["input"] = {**(kwargs.get("input") or {}), "kind": "measurement"}
         super().__init__(**kwargs)
         check_integer("method.batch_size", batch_size, 1, MAX_BATCH_SIZE)
@@ -86,8 +94,9 @@ class EDIPPretrain(Method):
             inverse = problem.from_domain(operator.adjoint(y))
         return inverse, target
 
-    def optimization_step(self, network: nn.Module, problem: InverseProblem, step: int, optimizer,
-                          backward: Callable) -> StepOutput:
+    def optimization_step(
+        self, network: nn.Module, problem: InverseProblem, step: int, optimizer, backward: Callable
+    ) -> StepOutput:
         seeds = [int(self.phantom_seed) + int(self.pairs_drawn) + i for i in range(self.batch_size)]
         self.pairs_drawn += self.batch_size
         inputs, targets = zip(*(self.synthetic_pair(problem, s) for s in seeds))
@@ -118,13 +127,17 @@ class EducatedDIP(TVDIP):
     def __init__(self, checkpoint: str | None = None, **kwargs):
         super().__init__(**kwargs)
         if not checkpoint:
-            raise UserError("method=edip needs the stage-1 weights: run method=edip_pretrain first and set "
-                            f"method.checkpoint=<its run dir>/{CHECKPOINT_NAME}.")
+            raise UserError(
+                "method=edip needs the stage-1 weights: run method=edip_pretrain first and set "
+                f"method.checkpoint=<its run dir>/{CHECKPOINT_NAME}."
+            )
         path = Path(checkpoint).expanduser()
         self.checkpoint = path / CHECKPOINT_NAME if path.is_dir() else path
         if not self.checkpoint.is_file():
-            raise UserError(f"EDIP checkpoint '{self.checkpoint}' does not exist: set method.checkpoint to the "
-                            f"{CHECKPOINT_NAME} of an edip_pretrain run.")
+            raise UserError(
+                f"EDIP checkpoint '{self.checkpoint}' does not exist: set method.checkpoint to the "
+                f"{CHECKPOINT_NAME} of an edip_pretrain run."
+            )
 
     def setup(self, problem: InverseProblem, network: nn.Module) -> None:
         super().setup(problem, network)
@@ -133,5 +146,7 @@ class EducatedDIP(TVDIP):
             network.load_state_dict(state)
         except RuntimeError as error:
             first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-            raise UserError(f"The EDIP checkpoint '{self.checkpoint}' was trained for another network or input "
-                            f"({first}): use the same network settings and input channels as stage 1.") from None
+            raise UserError(
+                f"The EDIP checkpoint '{self.checkpoint}' was trained for another network or input "
+                f"({first}): use the same network settings and input channels as stage 1."
+            ) from None

@@ -74,8 +74,17 @@ class OptimalEyeSurgeon(Method):
     name = "oes"
     capturable_step = False  # two stages with different parameters and losses
 
-    def __init__(self, sparsity: float = 0.05, mask_steps: int = 60000, mask_lr: float = 1e-2, kl_weight: float = 1e-9,
-                 temperature: float = 0.2, mask: str | None = None, prune: str = "all", **kwargs):
+    def __init__(
+        self,
+        sparsity: float = 0.05,
+        mask_steps: int = 60000,
+        mask_lr: float = 1e-2,
+        kl_weight: float = 1e-9,
+        temperature: float = 0.2,
+        mask: str | None = None,
+        prune: str = "all",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         check_in_range("method.sparsity (the fraction of weights kept)", sparsity, 0, 1, low_open=True)
         check_integer("method.mask_steps", mask_steps, 0)  # more than trainer.max_steps: the run learns the mask only
@@ -157,8 +166,9 @@ class OptimalEyeSurgeon(Method):
         kl = self.kl_weight * bernoulli_kl(torch.sigmoid(self.logits), self.sparsity)
         return StepOutput(data + kl, output, {"data_loss": data.detach(), "kl": kl.detach()})
 
-    def optimization_step(self, network: nn.Module, problem: InverseProblem, step: int, optimizer,
-                          backward: Callable) -> StepOutput:
+    def optimization_step(
+        self, network: nn.Module, problem: InverseProblem, step: int, optimizer, backward: Callable
+    ) -> StepOutput:
         if not self.pruned and step >= self.mask_steps:
             if self.mask.any():  # resumed from a checkpoint taken in stage 2: the weights are trained already
                 self.pruned = True
@@ -180,6 +190,13 @@ class OptimalEyeSurgeon(Method):
     # Outputs -----------------------------------------------------------------------------------
     def write_outputs(self, output_dir, problem: InverseProblem) -> None:
         mask = self.mask if self.pruned else top_fraction_mask(self.logits.detach(), self.sparsity)
-        torch.save({"names": self.names, "shapes": [tuple(s) for s in self.shapes], "sparsity": self.sparsity,
-                    "mask": mask.bool().cpu(), "initial_weights": (self.initial_weights * mask).cpu()},
-                   Path(output_dir) / "mask.pt")
+        torch.save(
+            {
+                "names": self.names,
+                "shapes": [tuple(s) for s in self.shapes],
+                "sparsity": self.sparsity,
+                "mask": mask.bool().cpu(),
+                "initial_weights": (self.initial_weights * mask).cpu(),
+            },
+            Path(output_dir) / "mask.pt",
+        )

@@ -45,8 +45,15 @@ class SelfGuidedDIP(Method):
 
     name = "self_guided"
 
-    def __init__(self, num_perturbations: int = 4, perturbation_std: float = 0.05, perturbation: str = "normal",
-                 guidance_weight: float = 0.1, norm: str = "l2", **kwargs):
+    def __init__(
+        self,
+        num_perturbations: int = 4,
+        perturbation_std: float = 0.05,
+        perturbation: str = "normal",
+        guidance_weight: float = 0.1,
+        norm: str = "l2",
+        **kwargs,
+    ):
         if kwargs.get("optimize_input") is False:
             raise UserError("Self-Guided DIP always optimises its input: remove method.optimize_input=false.")
         super().__init__(**{**kwargs, "optimize_input": True})

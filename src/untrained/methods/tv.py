@@ -33,8 +33,9 @@ def finite_differences(x: torch.Tensor) -> list[torch.Tensor]:
     return differences
 
 
-def total_variation(x: torch.Tensor, kind: str = "anisotropic", eps: float = 1e-8,
-                    reduction: str = "sum") -> torch.Tensor:
+def total_variation(
+    x: torch.Tensor, kind: str = "anisotropic", eps: float = 1e-8, reduction: str = "sum"
+) -> torch.Tensor:
     """TV of a batch ``(B, C, *spatial)``, summed over channels and spatial axes (and the batch).
 
     anisotropic: Σ |D_1 x| + |D_2 x| (the DRP / dival form); isotropic: Σ sqrt(|D_1 x|² + |D_2 x|² + eps),
@@ -67,8 +68,14 @@ class TVDIP(Method):
 
     name = "tv"
 
-    def __init__(self, tv_weight: float = 1e-2, tv_kind: str = "anisotropic", tv_eps: float = 1e-8,
-                 tv_reduction: str = "mean", **kwargs):
+    def __init__(
+        self,
+        tv_weight: float = 1e-2,
+        tv_kind: str = "anisotropic",
+        tv_eps: float = 1e-8,
+        tv_reduction: str = "mean",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         check_at_least("method.tv_weight", tv_weight, 0)
         check_choice("method.tv_kind", tv_kind, TV_KINDS)

@@ -56,7 +56,7 @@ def pad_to(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 
 def crop_to(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """The centred ``shape`` window of ``x`` (..., *spatial): the inverse of :func:`pad_to`."""
-    spatial = tuple(x.shape[x.ndim - len(shape):])
+    spatial = tuple(x.shape[x.ndim - len(shape) :])
     if spatial == tuple(shape):
         return x
     starts = [_margins(t, n)[0] for n, t in zip(spatial, shape)]
@@ -114,13 +114,15 @@ class ImageNetwork(nn.Module):
             raise UserError(
                 f"task.size: the image ({size}) is too small for the network, whose grid is padded to a multiple "
                 f"of its downsampling factor {factor}: use task.size >= {shortest} on every side or fewer network "
-                f"scales.")
+                f"scales."
+            )
         working = self.working_shape(spatial)
         if self.normalises_coarsest_scale and math.prod(n // factor for n in working) < 2:
             raise UserError(
                 f"task.size: the image ({size}) leaves one pixel at the network's coarsest scale (downsampling "
                 f"factor {factor}), where BatchNorm has nothing to normalise: use task.size >= {factor + 1} or "
-                f"fewer network scales.")
+                f"fewer network scales."
+            )
         self.image_grid = spatial if working != spatial else None
 
     # Forward ------------------------------------------------------------------------------------

@@ -40,8 +40,17 @@ class DeepDecoder(ImageNetwork):
     # two: -0.28 dB; channels-last: -0.20 dB; benchmarks/results/cpu-fast-path-quality.md).
     autocast_safe = False
 
-    def __init__(self, in_channels: int, out_channels: int, channels: int = 128, blocks: int = 6,
-                 upsample_mode: str = "bilinear", act: str = "ReLU", bn_affine: bool = True, sigmoid: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels: int = 128,
+        blocks: int = 6,
+        upsample_mode: str = "bilinear",
+        act: str = "ReLU",
+        bn_affine: bool = True,
+        sigmoid: bool = True,
+    ):
         super().__init__()
         check_integer("network.channels", channels, 1, MAX_CHANNELS)
         check_integer("network.blocks", blocks, 1, MAX_BLOCKS)

@@ -95,8 +95,26 @@ def conv_bn_act(dim, in_ch, out_ch, kernel_size, act, norm=True, **conv_kwargs) 
 class _Scale(nn.Module):
     """One scale of the hourglass; ``inner`` is the next (coarser) scale or None at the bottom."""
 
-    def __init__(self, dim, in_ch, down, up, skip, inner_out, inner, *, k_down, k_up, k_skip, act, norm,
-                 conv_kwargs, upsample_mode, downsample_mode, need1x1_up):
+    def __init__(
+        self,
+        dim,
+        in_ch,
+        down,
+        up,
+        skip,
+        inner_out,
+        inner,
+        *,
+        k_down,
+        k_up,
+        k_skip,
+        act,
+        norm,
+        conv_kwargs,
+        upsample_mode,
+        downsample_mode,
+        need1x1_up,
+    ):
         super().__init__()
         bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[dim]
         self.skip = (
@@ -133,7 +151,12 @@ def _channels_last_grad(t: torch.Tensor) -> torch.Tensor:
     """
     if torch.compiler.is_compiling():
         return t
-    if t.requires_grad and t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+    if (
+        t.requires_grad
+        and t.dim() == 4
+        and not t.is_contiguous()
+        and t.is_contiguous(memory_format=torch.channels_last)
+    ):
         t.register_hook(lambda grad: grad.contiguous(memory_format=torch.channels_last))
     return t
 
@@ -168,13 +191,18 @@ class SkipNet(ImageNetwork):
     ):
         super().__init__()
         check_choice("network.dim (1: signals, 2: images)", dim, (1, 2))
-        for name, size in (("kernel_size_down", kernel_size_down), ("kernel_size_up", kernel_size_up),
-                           ("kernel_size_skip", kernel_size_skip)):
+        for name, size in (
+            ("kernel_size_down", kernel_size_down),
+            ("kernel_size_up", kernel_size_up),
+            ("kernel_size_skip", kernel_size_skip),
+        ):
             check_integer(f"network.{name}", size, 1, MAX_KERNEL_SIZE)
             if size % 2 == 0:
                 raise UserError(f"network.{name} must be odd (a convolution that keeps the size), got {size}.")
         if num_scales is None:
-            num_scales = next((len(c) for c in (channels_down, channels_up, channels_skip) if isinstance(c, Sequence)), 5)
+            num_scales = next(
+                (len(c) for c in (channels_down, channels_up, channels_skip) if isinstance(c, Sequence)), 5
+            )
         down = _per_scale(channels_down, num_scales, "channels_down")
         up = _per_scale(channels_up, num_scales, "channels_up")
         skip = _per_scale(channels_skip, num_scales, "channels_skip", minimum=0)  # 0: no skip connection
@@ -188,9 +216,21 @@ class SkipNet(ImageNetwork):
         for i in reversed(range(num_scales)):
             in_ch = in_channels if i == 0 else down[i - 1]
             inner = _Scale(
-                dim, in_ch, down[i], up[i], skip[i], up[i + 1] if i + 1 < num_scales else None, inner,
-                k_down=kernel_size_down, k_up=kernel_size_up, k_skip=kernel_size_skip, act=act, norm=batch_norm,
-                conv_kwargs=conv_kwargs, upsample_mode=upsample_mode, downsample_mode=downsample_mode,
+                dim,
+                in_ch,
+                down[i],
+                up[i],
+                skip[i],
+                up[i + 1] if i + 1 < num_scales else None,
+                inner,
+                k_down=kernel_size_down,
+                k_up=kernel_size_up,
+                k_skip=kernel_size_skip,
+                act=act,
+                norm=batch_norm,
+                conv_kwargs=conv_kwargs,
+                upsample_mode=upsample_mode,
+                downsample_mode=downsample_mode,
                 need1x1_up=need1x1_up,
             )
         head = [ConvBlock(dim, up[0], out_channels, 1, bias=bias, pad=pad)]

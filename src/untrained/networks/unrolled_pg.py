@@ -95,7 +95,9 @@ class SingularValueOperator(nn.Module):
         super().__init__()
         matrix = getattr(operator, "matrix", None)
         if not isinstance(matrix, torch.Tensor):
-            raise UserError("network.operator=singular_values needs a matrix operator (integration_1d, deconvolution_1d).")
+            raise UserError(
+                "network.operator=singular_values needs a matrix operator (integration_1d, deconvolution_1d)."
+            )
         left, sigma, right_t = torch.linalg.svd(matrix, full_matrices=False)
         self.register_buffer("left", left)
         self.register_buffer("right_t", right_t)
@@ -133,7 +135,9 @@ class Regularizer:
         check_at_least("network.alpha_l2", alpha_l2, 0)
         check_positive("network.tv_eps", tv_eps)
         if kind == "l2" and alpha <= 0:
-            raise UserError("network.alpha must be positive for regularizer=l2 (the lower level must be strongly convex).")
+            raise UserError(
+                "network.alpha must be positive for regularizer=l2 (the lower level must be strongly convex)."
+            )
         self.kind, self.alpha, self.alpha_l2, self.tv_eps = kind, alpha, alpha_l2, tv_eps
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
@@ -188,9 +192,18 @@ class UnrolledProximalGradient(nn.Module):
 
     downsampling_factor = 1
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, layers: int = 10, alpha: float = 1e-3,
-                 regularizer: str = "l2", alpha_l2: float = 0.0, tv_eps: float = 1e-4, step_size: float | None = None,
-                 operator: str = "full"):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        layers: int = 10,
+        alpha: float = 1e-3,
+        regularizer: str = "l2",
+        alpha_l2: float = 0.0,
+        tv_eps: float = 1e-4,
+        step_size: float | None = None,
+        operator: str = "full",
+    ):
         super().__init__()
         check_choice("network.operator", operator, OPERATORS)
         check_integer("network.layers", layers, 1, MAX_LAYERS)
@@ -207,12 +220,15 @@ class UnrolledProximalGradient(nn.Module):
         self.operator = OPERATORS[self.parameterization](problem.operator)
         self.register_buffer("y", problem.y.detach().clone())
         self._to_domain, self._from_domain = problem.to_domain, problem.from_domain
-        lipschitz = (operator_norm(problem.operator, iterations=100) ** 2
-                     + self.regularizer.lipschitz(len(problem.image_shape) - 1))
+        lipschitz = operator_norm(problem.operator, iterations=100) ** 2 + self.regularizer.lipschitz(
+            len(problem.image_shape) - 1
+        )
         if self.requested_step is not None and not self.requested_step < 2 / lipschitz:
-            raise UserError(f"network.step_size={self.requested_step} makes proximal gradient diverge: use a step "
-                            f"below 2/L = {2 / lipschitz:.4g} (L = ||A||² + the regularizer's Lipschitz constant), "
-                            f"or null.")
+            raise UserError(
+                f"network.step_size={self.requested_step} makes proximal gradient diverge: use a step "
+                f"below 2/L = {2 / lipschitz:.4g} (L = ||A||² + the regularizer's Lipschitz constant), "
+                f"or null."
+            )
         self.step_size = self.requested_step or 1.0 / lipschitz
 
     def check_bound(self) -> None:

@@ -131,7 +131,10 @@ def operator_norm(op: LinearOperator, iterations: int = 50, seed: int = 0) -> fl
 
 
 def conjugate_gradient(
-    apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, max_iter: int, tol: float = 0.0,
+    apply: Callable[[torch.Tensor], torch.Tensor],
+    rhs: torch.Tensor,
+    max_iter: int,
+    tol: float = 0.0,
     relative: bool = False,
 ) -> tuple[torch.Tensor, int]:
     """Solve apply(x) = rhs for a Hermitian positive (semi-)definite operator by CG, from x = 0 (real or complex).

@@ -74,13 +74,23 @@ def kernel_from_file(path: str, option: str = "task.kernel") -> torch.Tensor:
             raise UserError(f"Cannot read kernel image '{path}' ({error}): give a .npy or .png kernel.") from None
     kernel = check_array(f"Kernel file '{path}'", kernel, (2,)).astype(np.float32)
     if kernel.min() < 0 or not kernel.sum() > 0:
-        raise UserError(f"Kernel file '{path}' must hold non-negative values with a positive sum (min {kernel.min()}, "
-                        f"sum {kernel.sum()}).")
+        raise UserError(
+            f"Kernel file '{path}' must hold non-negative values with a positive sum (min {kernel.min()}, "
+            f"sum {kernel.sum()})."
+        )
     return torch.from_numpy(kernel / kernel.sum())
 
 
-def make_kernel(kind: str = "gaussian", size: int = 9, sigma: float = 2.0, length: int = 9, angle: float = 45.0,
-                path: str | None = None, option: str = "task.kernel", max_size: int = MAX_KERNEL_SIZE) -> torch.Tensor:
+def make_kernel(
+    kind: str = "gaussian",
+    size: int = 9,
+    sigma: float = 2.0,
+    length: int = 9,
+    angle: float = 45.0,
+    path: str | None = None,
+    option: str = "task.kernel",
+    max_size: int = MAX_KERNEL_SIZE,
+) -> torch.Tensor:
     """A normalised blur kernel: gaussian (size, sigma), box (size), motion (length, angle), file (path).
 
     ``option`` names the config node in messages; ``max_size`` (the image's smaller side) bounds the kind's extent
@@ -104,8 +114,10 @@ def _check_kernel(kernel: torch.Tensor, spatial: tuple[int, int]) -> None:
     if kernel.ndim != 2:
         raise UserError(f"A blur kernel must be 2D, got shape {tuple(kernel.shape)}.")
     if kernel.shape[0] > spatial[0] or kernel.shape[1] > spatial[1]:
-        raise UserError(f"The kernel ({kernel.shape[0]}x{kernel.shape[1]}) is larger than the image "
-                        f"({spatial[0]}x{spatial[1]}): use a smaller kernel or a larger task.size.")
+        raise UserError(
+            f"The kernel ({kernel.shape[0]}x{kernel.shape[1]}) is larger than the image "
+            f"({spatial[0]}x{spatial[1]}): use a smaller kernel or a larger task.size."
+        )
 
 
 def centred_kernel(kernel: torch.Tensor, height: int, width: int) -> torch.Tensor:

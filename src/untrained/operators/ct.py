@@ -54,8 +54,15 @@ class RayTransform(LinearOperator):
 
     capturable = False  # ASTRA launches its own kernels, outside torch's streams: a CUDA graph cannot record them
 
-    def __init__(self, size: int = 256, views: int = 18, view_selection: str = "equispaced", seed: int = 0,
-                 impl: str | None = None, extent: float = 1.0):
+    def __init__(
+        self,
+        size: int = 256,
+        views: int = 18,
+        view_selection: str = "equispaced",
+        seed: int = 0,
+        impl: str | None = None,
+        extent: float = 1.0,
+    ):
         super().__init__()
         import odl
         from odl.applications import tomo
@@ -64,11 +71,14 @@ class RayTransform(LinearOperator):
         if impl == "astra_cuda" and not torch.cuda.is_available():
             raise UserError("task.impl=astra_cuda needs a CUDA GPU: use task.impl=astra_cpu (or null for automatic).")
         self.odl_device = f"cuda:{torch.cuda.current_device()}" if impl == "astra_cuda" else "cpu"
-        self.space = odl.uniform_discr([-extent, -extent], [extent, extent], (size, size), dtype="float32",
-                                       impl="pytorch", device=self.odl_device)
+        self.space = odl.uniform_discr(
+            [-extent, -extent], [extent, extent], (size, size), dtype="float32", impl="pytorch", device=self.odl_device
+        )
         full = tomo.parallel_beam_geometry(self.space, num_angles=FULL_ANGLES)
         self.angle_indices = view_angles(views, view_selection, seed)
-        geometry = tomo.Parallel2dGeometry(odl.nonuniform_partition(full.angles[self.angle_indices]), full.det_partition)
+        geometry = tomo.Parallel2dGeometry(
+            odl.nonuniform_partition(full.angles[self.angle_indices]), full.det_partition
+        )
         self.odl_op = tomo.RayTransform(self.space, geometry, impl=impl)
         self.impl, self.views = impl, views
         self.detectors = int(full.det_partition.shape[0])
@@ -96,8 +106,10 @@ class RayTransform(LinearOperator):
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         if tuple(y.shape[1:]) != self.range_shape:
-            raise ValueError(f"RayTransform.adjoint expects sinograms of shape (B, {', '.join(map(str, self.range_shape))}), "
-                             f"got {tuple(y.shape)}.")
+            raise ValueError(
+                f"RayTransform.adjoint expects sinograms of shape (B, {', '.join(map(str, self.range_shape))}), "
+                f"got {tuple(y.shape)}."
+            )
         return _ExternalLinearMap.apply(y.float(), self._backproject, self._project)
 
     def fbp(self, y: torch.Tensor, filter_type: str = "Hann", frequency_scaling: float = 1.0) -> torch.Tensor:

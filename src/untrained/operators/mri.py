@@ -2,8 +2,8 @@
 
 F is the centered orthonormal 2D DFT of fastMRI (``fastmri.fft2c``: ifftshift → fft2(norm='ortho') →
 fftshift), written with native complex ``torch.fft`` (no real-view copies; the shifts become a
-checkerboard sign for even sizes); the tests check it equals ``fastmri.fft2c`` / ``fastmri.ifft2c``. Images are complex ``(B, H, W)``, k-space
-``(B, coils, H, W)``.
+checkerboard sign for even sizes); the tests check it equals ``fastmri.fft2c`` / ``fastmri.ifft2c``. Images are
+complex ``(B, H, W)``, k-space ``(B, coils, H, W)``.
 """
 
 from __future__ import annotations

@@ -44,8 +44,10 @@ class Downsample(LinearOperator):
         c, h, w = image_shape
         check_integer("task.factor", factor, 1, min(h, w))
         if h % factor or w % factor:
-            raise UserError(f"The scale factor {factor} does not divide the image size {h}x{w}: "
-                            f"choose task.size as a multiple of {factor}.")
+            raise UserError(
+                f"The scale factor {factor} does not divide the image size {h}x{w}: "
+                f"choose task.size as a multiple of {factor}."
+            )
         self.factor = factor
         self.register_buffer("kernel", downsampling_kernel(factor, kind))
         self.domain_shape, self.range_shape = (c, h, w), (c, h // factor, w // factor)
