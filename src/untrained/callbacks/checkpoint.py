@@ -136,7 +136,6 @@ class StopOnSignal(StepCallback):
     def teardown(self, trainer, module, stage) -> None:
         self.restore_handlers()
 
-
     # Stopping -----------------------------------------------------------------------------------
     def on_step_end(self, trainer, module, step: int) -> None:
         if self.received is not None:
