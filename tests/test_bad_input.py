@@ -25,7 +25,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from tests.conftest import compose_config
+from tests.conftest import QUIET_CPU, compose_config
 from untrained.batched import batch_size
 from untrained.errors import UserError
 from untrained.train import build_module
@@ -33,15 +33,7 @@ from untrained.train import build_module
 ROOT = Path(__file__).resolve().parents[1]
 
 # Tiny runs; the baselines' iterations (TV, CG) cut to a few, since every case builds the task again.
-BASE = [
-    "task.size=32",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "logger=none",
-    "callbacks=none",
-    "performance.autocast=false",
-    "performance.channels_last=false",
-]
+BASE = ["task.size=32", *QUIET_CPU]
 SKIP = ["network.channels_down=[8,8]", "network.channels_up=[8,8]", "network.channels_skip=[2,2]"]
 DRP = ["network.channels_down=[8]", "network.channels_up=[8]", "network.channels_skip=[2]"]
 DECODER = ["network.channels=8", "network.blocks=3", "method.input.channels=8"]

@@ -10,29 +10,22 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import QUIET_CPU
 from untrained.errors import UserError
 from untrained.networks.base import crop_to, pad_to
 from untrained.networks.deep_decoder import DeepDecoder
 from untrained.networks.skip import SkipNet
 from untrained.train import build_module, train
 
-# FAST (conftest) sets skip-net widths; the deep decoder and DRP runs use these instead.
-QUIET = [
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "logger=none",
-    "callbacks=none",
-    "performance.autocast=false",
-    "performance.channels_last=false",
-]
+# FAST (conftest) sets skip-net widths; the deep decoder and DRP runs use QUIET_CPU with their own widths.
 NETWORKS = {
     "skip": ([], True),
     "deep_decoder": (
-        QUIET + ["method=deep_decoder", "network.channels=16", "network.blocks=3", "method.input.channels=16"],
+        QUIET_CPU + ["method=deep_decoder", "network.channels=16", "network.blocks=3", "method.input.channels=16"],
         False,
     ),
     "drp": (
-        QUIET + ["method=drp", "network.channels_down=[8]", "network.channels_up=[8]", "network.channels_skip=[2]"],
+        QUIET_CPU + ["method=drp", "network.channels_down=[8]", "network.channels_up=[8]", "network.channels_skip=[2]"],
         False,
     ),
 }
