@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.run import EAGER, ROOT, PeakMemory, compose_config, fit_bare, machine
-from untrained.fast import reuse_freed_memory
+from untrained.speed.memory import reuse_freed_memory
 
 SWITCHES = {"fp32": EAGER, "default": []}  # default: every switch at auto
 

@@ -38,22 +38,16 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from untrained.batched import batch_size, build_batched
+from benchmarks.host_reads import HostSyncCounter
 from untrained.callbacks.base import StepCallback
-from untrained.fast import (
-    HostSyncCounter,
-    StepGraph,
-    accelerate,
-    first_line,
-    performance_callbacks,
-    performance_from_config,
-    reuse_freed_memory,
-)
 from untrained.methods.base import Method
-from untrained.train import build, build_module, close_experiment
+from untrained.run import assemble, build_module, compose, fit
+from untrained.speed.compile import first_line
+from untrained.speed.memory import reuse_freed_memory
+from untrained.speed.policy import Performance
+from untrained.speed.runner import StepRunner
+from untrained.train import close_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -86,9 +80,7 @@ BARE_TWINS = ("untrained_fast", "untrained_default")
 
 # Configs -----------------------------------------------------------------------------------------
 def compose_config(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return compose(overrides, CONF_DIR)
 
 
 def config_names(group: str) -> list[str]:
@@ -145,31 +137,28 @@ class Clock:
 
 class StepClock(StepCallback):
     """Per step: the time from the end of the step before (or the fit's start) to its end, and the part of
-    it spent outside ``optimization_step``. Steps end at ``on_step_end``, which the single-run module
-    calls after every step, however many a Lightning batch holds (``module.steps_per_batch``): Lightning's
-    per-batch work falls on the first step of each batch (in the mean, beside the median). The batched
-    module takes one step per batch and is timed at batch ends."""
+    it spent in the module's step runner (``before_step``/``after_step``: it calls its observers around every
+    step). Steps end at ``on_step_end``, which the single-run module calls after every step, however many a
+    Lightning batch holds (``module.steps_per_batch``): Lightning's per-batch work falls on the first step of
+    each batch (in the mean, beside the median). The batched module takes one step per batch and is timed at
+    batch ends."""
 
     def __init__(self):
         self.ends, self.compute = [], []  # (timestamp, steps done); (start, end, interval index)
 
     def on_fit_start(self, trainer, module) -> None:
         self.clock = Clock(module.device)
-        method = getattr(module, "method", None)
-        self.per_step = method is not None
-        if method is None:  # the batched module has no single method: time the whole step only
-            return
-        inner = method.optimization_step
+        self.per_step = not hasattr(module, "members")  # the batched module takes one step per batch
 
-        def timed(*args, **kwargs):
-            start = self.clock.now()
-            out = inner(*args, **kwargs)
-            self.compute.append((start, self.clock.now(), len(self.ends)))
-            return out
+    def before_step(self) -> None:
+        self.started = self.clock.now()
 
-        method.optimization_step = timed
+    def after_step(self) -> None:
+        self.compute.append((self.started, self.clock.now(), len(self.ends)))
 
     def on_train_start(self, trainer, module) -> None:
+        if self not in module.runner.observers:  # the runner is built in the module's on_fit_start
+            module.runner.observers.append(self)
         self.ends.append((self.clock.now(), trainer.global_step))
 
     def on_step_end(self, trainer, module, step: int) -> None:
@@ -233,19 +222,14 @@ class PeakMemory:
 
 # The two loops -----------------------------------------------------------------------------------
 def fit_framework(cfg, device: torch.device, memory: PeakMemory) -> StepClock:
-    """``untrained``: what ``train(cfg)`` runs (module, callbacks, logger, trainer.fit), plus a step clock."""
+    """``untrained``: what ``train(cfg)`` runs (``run.assemble`` and ``run.fit``), plus a step clock."""
     clock = StepClock()
-    if batch_size(cfg) > 1:
-        module, _, callbacks = build_batched(cfg)
-    else:
-        module = build_module(cfg)
-        callbacks = [build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c is not None]
-        callbacks += performance_callbacks(cfg)
-    logger = build(cfg.get("logger"), "logger") or False
-    trainer = build(cfg.trainer, "trainer", callbacks=callbacks + [clock], logger=logger)
+    run = assemble(cfg, [clock])
     with memory.measure():
-        trainer.fit(module)
-    close_experiment(logger)
+        outcome = fit(run)
+    close_experiment(run.logger)
+    if outcome.crash is not None:
+        raise outcome.crash
     return clock
 
 
@@ -283,24 +267,25 @@ def fit_plain(cfg, device: torch.device, memory: PeakMemory) -> dict[str, list[f
 
 
 def fit_bare(cfg, device: torch.device, memory: PeakMemory) -> list[float]:
-    """The framework's step without the framework: the same fast path (``cfg.performance``) and on-device
+    """The framework's step without the framework: the same step runner (``cfg.performance``) and on-device
     PSNR and best-iterate tracking, in a bare loop with no Lightning, callbacks or logger, reading the
     loss every ``module.log_every`` steps. The framework's step time over this one is its overhead."""
     module = build_module(cfg).to(device)
-    performance = performance_from_config(cfg)
-    settings = accelerate(module.network, module.problem, device, performance, module.method)
-    step_fn = StepGraph(module.method.optimization_step) if settings["cuda_graphs"] else module.method.optimization_step
+    runner = StepRunner.for_method(
+        module.network, module.problem, module.method, device, Performance.from_config(cfg.performance)
+    )
     module.network.train()
     optimizer = module.method.configure_optimizer(module.network)
-    clock, ends, pending = Clock(device), [], []
+    clock, ends = Clock(device), []
     with memory.measure():
         for step in range(cfg.trainer.max_steps):
-            out = step_fn(module.network, module.problem, step, optimizer, lambda loss: loss.backward())
+            out = runner.step(step, optimizer, lambda loss: loss.backward())
             estimate = module.method.after_step(module.network, module.problem, step, out)
-            pending.append((out.loss.detach(), module.track_best(step, estimate)))
+            with torch.no_grad():
+                psnr = module.problem.psnr(estimate).reshape(1)
+            module.tracker.update(step, estimate[None], {"loss": out.loss.detach().reshape(1)}, psnr)
             if (step + 1) % module.log_every == 0:
-                [float(x) for pair in pending for x in pair]
-                pending.clear()
+                module.tracker.flush()
             ends.append(clock.now())
     return [clock.seconds(a, b) for a, b in zip(ends, ends[1:])]
 
@@ -398,17 +383,15 @@ def benchmark_batched(device_name: str, args) -> dict:
     """Reconstructions per hour against B, at ``--batch-size-image`` px, at the method's default step count.
 
     Timed fp32 eager (``eager``: vmapped members; ``loop``: one member after the other, see
-    ``performance.batch_mode``) and, on a GPU, vmapped with the CUDA graph of the step (``graph``, the GPU
+    ``batching.mode``) and, on a GPU, vmapped with the CUDA graph of the step (``graph``, the GPU
     default), on a CPU with every switch at auto (``default``); B = 1 is the ordinary single-run path.
     """
     device = torch.device("cuda" if device_name == "gpu" else "cpu")
     modes = {
-        "eager": EAGER + ["performance.batch_mode=vmap"],
-        "loop": EAGER + ["performance.batch_mode=loop"],
+        "eager": EAGER + ["batching.mode=vmap"],
+        "loop": EAGER + ["batching.mode=loop"],
         **(
-            {"graph": switches(cuda_graphs=True) + ["performance.batch_mode=vmap"]}
-            if device.type == "cuda"
-            else {"default": []}
+            {"graph": switches(cuda_graphs=True) + ["batching.mode=vmap"]} if device.type == "cuda" else {"default": []}
         ),
     }  # the CPU default: loop, bf16 + channels-last on AMX CPUs
     rows = []
@@ -419,8 +402,7 @@ def benchmark_batched(device_name: str, args) -> dict:
         for mode, flags in modes.items():
             for size in args.batch_sizes:
                 cfg = compose_config(
-                    overrides
-                    + [f"trainer.max_steps={args.warmup + args.steps}", f"performance.batch_size={size}", *flags]
+                    overrides + [f"trainer.max_steps={args.warmup + args.steps}", f"batching.size={size}", *flags]
                 )
                 memory = PeakMemory(device)
                 clock = fit_framework(cfg, device, memory)

@@ -88,9 +88,9 @@ def salt_and_pepper(problem, amount: float, seed: int):
 
 def fit_salt_and_pepper(cfg, amount: float) -> tuple[dict, object]:
     """train() on a salt-and-pepper version of the configured task (the denoising task has Gaussian noise only)."""
-    from untrained.module import UntrainedModule
+    from untrained.fit.module import UntrainedModule
     from untrained.outputs import write_run_outputs
-    from untrained.train import build
+    from untrained.run import build
 
     L.seed_everything(cfg.seed, verbose=False)
     problem = salt_and_pepper(build(cfg.task, "task"), amount, cfg.seed)

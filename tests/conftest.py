@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+
+from untrained.run import compose
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -38,12 +38,9 @@ FAST = [
 
 
 def compose_config(overrides: list[str] | None = None, output_dir: Path | None = None, fast: bool = True):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        extra = (
-            [f"paths.output_dir={output_dir}"] if output_dir is not None else ["paths.output_dir=/tmp/untrained-test"]
-        )
-        return compose("train", overrides=(FAST if fast else []) + extra + list(overrides or []))
+    """The config ``python train.py`` would run (``run.compose``), with the tests' small settings first."""
+    extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else ["paths.output_dir=/tmp/untrained-test"]
+    return compose((FAST if fast else []) + extra + list(overrides or []), CONF_DIR)
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from untrained.methods.adp import AnalyticDeepPrior, hypergradient, upper_object
 from untrained.networks.unrolled_pg import UnrolledProximalGradient
 from untrained.operators.base import adjointness_error
 from untrained.operators.blur import Blur
-from untrained.train import build_module, train
+from untrained.run import build_module
+from untrained.train import train
 
 ADP_FAST = [
     "trainer.accelerator=cpu",

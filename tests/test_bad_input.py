@@ -2,7 +2,7 @@
 
 Options: every numeric option of every task, network and method config (read from the composed configs, nested
 ones such as task.kernel.* and method.input.* included), and the run's own (seed, trainer.max_steps, module.*,
-performance.batch_size), is set to a negative, zero, NaN and absurdly large value, and the run is built
+batching.size), is set to a negative, zero, NaN and absurdly large value, and the run is built
 (``build_module``: task, network, method and module, no training). A case either builds, when the (option, value)
 pair is in ALLOWED with the reason it is valid, or raises UserError with a one-line message naming the option;
 any other exception fails. Loaders: small bad files (NaN/Inf, empty, wrong dtype, wrong rank, missing datasets,
@@ -26,9 +26,8 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from tests.conftest import QUIET_CPU, compose_config
-from untrained.batched import batch_size
 from untrained.errors import UserError
-from untrained.train import build_module
+from untrained.run import batch_size, build_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,7 +92,7 @@ NOT_NUMERIC = {
     "method.checkpoint",
     "performance.compile_mode",
     "performance.sync_debug",
-    "performance.batch_indices",
+    "batching.indices",
 }
 
 BAD_VALUES = {  # kind → value for an int option, value for a float option
@@ -309,7 +308,7 @@ def edip_checkpoint(tmp_path_factory) -> Path:
 
 
 def build_run(cfg):
-    batch_size(cfg)  # performance.batch_size is checked where it selects the batched path
+    batch_size(cfg)  # batching.size is checked where it selects the batched path
     return build_module(cfg)
 
 

@@ -65,8 +65,8 @@ def test_grey_image_file_input(make_cfg, tmp_path):
 
 def test_stop_between_log_flushes_keeps_every_step(make_cfg):
     """A callback stopping the run between two flushes: the pending steps still reach the history."""
-    from untrained.module import UntrainedModule
-    from untrained.train import build, build_module
+    from untrained.fit.module import UntrainedModule
+    from untrained.run import build, build_module
 
     class StopAtFive(StepCallback):
         def on_step_end(self, trainer, module, step):

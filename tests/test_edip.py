@@ -5,7 +5,8 @@ import torch
 
 from untrained.errors import UserError
 from untrained.methods.edip import CHECKPOINT_NAME
-from untrained.train import build_module, train
+from untrained.run import build_module
+from untrained.train import train
 
 CT = ["task=ct", "task.size=32", "task.views=12", "task.tv_steps=0"]
 

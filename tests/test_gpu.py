@@ -10,8 +10,9 @@ import lightning as L
 import pytest
 import torch
 
-from untrained.fast import StepGraph, performance_callbacks
-from untrained.train import build_module, train
+from untrained.run import build_module
+from untrained.speed.graph import StepGraph
+from untrained.train import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -27,7 +28,7 @@ GPU = [
 
 
 def fit(cfg):
-    module = build_module(cfg)
+    module = build_module(cfg)  # its step runner applies cfg.performance on the device
     trainer = L.Trainer(
         accelerator="gpu",
         devices=1,
@@ -35,7 +36,6 @@ def fit(cfg):
         logger=False,
         enable_progress_bar=False,
         enable_checkpointing=False,
-        callbacks=performance_callbacks(cfg),
     )
     trainer.fit(module)
     return module, trainer
@@ -61,7 +61,7 @@ def test_cuda_graph_step_matches_eager_fp32(make_cfg):
     ]
     eager, _ = fit(make_cfg(base + ["performance.cuda_graphs=false"], subdir="eager"))
     graphed, trainer = fit(make_cfg(base + ["performance.cuda_graphs=true"], subdir="graph"))
-    step = graphed.method.optimization_step
+    step = graphed.runner.step_fn
     assert isinstance(step, StepGraph) and step.graph is not None and not step.failed
     assert trainer.global_step == 10 and len(graphed.history["loss"]) == 10
     assert graphed.history["loss"][:5] == pytest.approx(eager.history["loss"][:5], rel=1e-3)  # measured: equal to 1e-3
@@ -140,7 +140,7 @@ def test_batched_fit_on_the_gpu_matches_single_runs(make_cfg):
         "performance.channels_last=false",
         "performance.compile=false",
     ]
-    summary = train(make_cfg(base + ["performance.batch_size=2"], subdir="batched"))
+    summary = train(make_cfg(base + ["batching.size=2"], subdir="batched"))
     single = train(make_cfg(base + ["seed=2", "performance.cuda_graphs=false"], subdir="single"))
     assert summary["status"] == "completed" and len(summary["members"]) == 2
     assert "cuda" in summary["device"]

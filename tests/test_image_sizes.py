@@ -15,7 +15,8 @@ from untrained.errors import UserError
 from untrained.networks.base import crop_to, pad_to
 from untrained.networks.deep_decoder import DeepDecoder
 from untrained.networks.skip import SkipNet
-from untrained.train import build_module, train
+from untrained.run import build_module
+from untrained.train import train
 
 # FAST (conftest) sets skip-net widths; the deep decoder and DRP runs use QUIET_CPU with their own widths.
 NETWORKS = {
@@ -141,7 +142,7 @@ def test_batched_loop_fit_at_an_odd_size_is_the_separate_runs(make_cfg):
     _, separate = run(make_cfg, ["task.size=[37,45]"], steps=3, subdir="separate")
     batched, batch_dir = run(
         make_cfg,
-        ["task.size=[37,45]", "performance.batch_size=2", "performance.batch_mode=loop"],
+        ["task.size=[37,45]", "batching.size=2", "batching.mode=loop"],
         steps=3,
         subdir="batched",
     )

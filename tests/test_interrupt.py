@@ -225,7 +225,7 @@ class SignalAfterBatch(L.Callback):
 
 def test_interrupted_batched_fit_writes_every_member(make_cfg):
     """Batched fits are not checkpointed, but Ctrl-C still leaves every member's outputs (status: interrupted)."""
-    cfg = make_cfg(["trainer.max_steps=12", "performance.batch_size=2", *SETTING[:3]])
+    cfg = make_cfg(["trainer.max_steps=12", "batching.size=2", *SETTING[:3]])
     with open_dict(cfg):
         cfg.callbacks = {
             "interrupt": {"_target_": "tests.test_interrupt.SignalAfterBatch", "step": 5, "signum": int(signal.SIGINT)}

@@ -5,7 +5,8 @@ import csv
 import lightning as L
 
 from untrained.callbacks.progress import ProgressBar
-from untrained.train import build_module, train
+from untrained.run import build_module
+from untrained.train import train
 
 
 def test_wandb_offline_run_directory(make_cfg, tmp_path, monkeypatch):

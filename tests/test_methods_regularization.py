@@ -15,7 +15,8 @@ from untrained.data.problem import InverseProblem
 from untrained.methods.aseqdip import data_consistency
 from untrained.methods.tv import total_variation
 from untrained.operators.mri import MultiCoilMRI, fft2c, ifft2c
-from untrained.train import build_module, train
+from untrained.run import build_module
+from untrained.train import train
 
 
 # Total variation -------------------------------------------------------------------------------

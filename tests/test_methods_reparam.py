@@ -18,7 +18,8 @@ from untrained.methods.dop import DoubleOverParameterization
 from untrained.networks.deep_decoder import DeepDecoder
 from untrained.networks.skip import SkipNet
 from untrained.operators.base import Identity
-from untrained.train import build_module, train
+from untrained.run import build_module
+from untrained.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TASKS = (

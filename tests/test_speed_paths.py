@@ -15,35 +15,27 @@ import numpy as np
 import pytest
 import torch
 
-from untrained import fast
-from untrained.batched import build_batched, member_config
+from benchmarks.host_reads import HostSyncCounter
 from untrained.errors import UserError
-from untrained.fast import (
-    CompiledWithFallback,
-    HostSyncCounter,
-    Performance,
-    accelerate_network,
-    performance_callbacks,
-    reuse_freed_memory,
-)
 from untrained.networks.deep_decoder import DeepDecoder
 from untrained.networks.skip import SkipNet
-from untrained.train import build, build_module, train
+from untrained.run import assemble, build_module, member_config
+from untrained.speed import policy
+from untrained.speed.compile import CompiledWithFallback
+from untrained.speed.memory import reuse_freed_memory
+from untrained.speed.policy import Performance
+from untrained.speed.runner import FastForward
+from untrained.train import train
 
 STEPS = ["trainer.max_steps=8", "seed=5"]
 
 
 def fit(cfg, extra_callbacks=()):
-    """What ``train(cfg)`` fits (module, config callbacks, performance callbacks), without writing outputs."""
-    if cfg.performance.batch_size > 1:
-        module, _, callbacks = build_batched(cfg)
-    else:
-        module = build_module(cfg)
-        callbacks = [build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c is not None]
-        callbacks += performance_callbacks(cfg)
-    trainer = build(cfg.trainer, "trainer", callbacks=callbacks + list(extra_callbacks), logger=False)
-    trainer.fit(module)
-    return module, callbacks
+    """What ``train(cfg)`` fits (``run.assemble``: module, callbacks, fast path), without logger or outputs."""
+    run = assemble(cfg, extra_callbacks, logger=False)
+    run.trainer.fit(run.module)
+    run.signals.restore_handlers()
+    return run.module, run
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +57,13 @@ def test_auto_settings_on_cpu_and_requests_are_explained(caplog, monkeypatch):
     )
     on = Performance().resolve(cpu, image_network)
     assert on == {
-        "autocast": fast.cpu_has_bf16_matrix_units(),
+        "autocast": policy.cpu_has_bf16_matrix_units(),
         "channels_last": True,
         "compile": False,
         "cuda_graphs": False,
     }
     for has_amx in (True, False):
-        monkeypatch.setattr(fast, "cpu_has_bf16_matrix_units", lambda has_amx=has_amx: has_amx)
+        monkeypatch.setattr(policy, "cpu_has_bf16_matrix_units", lambda has_amx=has_amx: has_amx)
         assert Performance().resolve(cpu, image_network) == {**on, "autocast": has_amx}
         assert Performance().resolve(cpu, image_network, operator_capturable=False)["channels_last"]  # CT
         assert not any(Performance().resolve(cpu, signal_network).values())  # 1D
@@ -79,7 +71,7 @@ def test_auto_settings_on_cpu_and_requests_are_explained(caplog, monkeypatch):
         decoder = Performance().resolve(cpu, DeepDecoder(4, 1, channels=4, blocks=2))
         assert decoder["channels_last"] and not decoder["autocast"]  # lost 0.4 dB in bf16
         assert not any(Performance(autocast=False, channels_last=False).resolve(cpu, image_network).values())
-    with caplog.at_level(logging.WARNING, logger="untrained.fast"):
+    with caplog.at_level(logging.WARNING, logger="untrained"):
         settings = Performance(cuda_graphs=True).resolve(cpu, image_network)
     assert not settings["cuda_graphs"] and "need a CUDA device" in caplog.text
     with pytest.raises(UserError, match="performance.compile"):
@@ -103,7 +95,7 @@ def test_auto_pairs_the_fast_path_with_the_cuda_graph_of_capturable_steps():
 def test_a_compile_failure_in_the_backward_pass_falls_back_to_eager(make_cfg, caplog):
     """Super-resolution's data loss trips an inductor stride assertion in its backward pass (torch 2.13,
     CPU); the probe at setup catches it, where a training step could not."""
-    with caplog.at_level(logging.WARNING, logger="untrained.fast"):
+    with caplog.at_level(logging.WARNING, logger="untrained"):
         metrics = train(make_cfg(["task=super_resolution", "trainer.max_steps=3", "performance.compile=true"]))
     assert metrics["status"] == "completed" and math.isfinite(metrics["final_psnr"])
     if "torch.compile of the data loss failed" in caplog.text:
@@ -114,10 +106,8 @@ def test_compiled_path_matches_eager_psnr(make_cfg):
     """torch.compile (dynamo + AOTAutograd; the aot_eager backend needs no C compiler) on the same seed."""
     two_scales = STEPS + ["network.channels_down=[8,8]", "network.channels_up=[8,8]", "network.channels_skip=[2,2]"]
     eager, _ = fit(make_cfg(two_scales))
-    compiled, callbacks = fit(
-        make_cfg(two_scales + ["performance.compile=true", "performance.compile_backend=aot_eager"])
-    )
-    assert callbacks[-1].settings["compile"] and not compiled.problem.data_loss.failed  # compiled, no fallback
+    compiled, run = fit(make_cfg(two_scales + ["performance.compile=true", "performance.compile_backend=aot_eager"]))
+    assert compiled.performance_report()["compile"] and not compiled.problem.execution.failed  # compiled, no fallback
     assert compiled.status == "completed"
     assert abs(float(compiled.best_psnr) - float(eager.best_psnr)) < 0.1
 
@@ -131,7 +121,7 @@ def test_compile_failure_falls_back_to_eager_with_a_message(caplog):
 
     fn = CompiledWithFallback(loss, "test loss", backend=failing_backend)
     x = torch.randn(8)
-    with caplog.at_level(logging.WARNING, logger="untrained.fast"):
+    with caplog.at_level(logging.WARNING, logger="untrained"):
         value = fn(x)
     assert fn.failed and torch.equal(value, loss(x))
     assert "torch.compile of the test loss failed" in caplog.text and "performance.compile=false" in caplog.text
@@ -142,7 +132,7 @@ def test_bf16_channels_last_path_runs_and_keeps_fp32_outputs(make_cfg, eager_run
     module = build_module(cfg)
     z = module.method.z
     reference = module.network(z)
-    accelerate_network(
+    module.network.execution = FastForward(
         module.network,
         torch.device("cpu"),
         {"autocast": True, "channels_last": True, "compile": False, "cuda_graphs": False},
@@ -150,8 +140,13 @@ def test_bf16_channels_last_path_runs_and_keeps_fp32_outputs(make_cfg, eager_run
     fast = module.network(z)
     assert fast.dtype == torch.float32 and fast.is_contiguous()
     assert 0 < (fast - reference).abs().max() < 0.05  # bf16 rounding, nothing more
-    bf16, callbacks = fit(make_cfg(STEPS + ["performance.autocast=true", "performance.channels_last=true"]))
-    assert callbacks[-1].settings == {"autocast": True, "channels_last": True, "compile": False, "cuda_graphs": False}
+    bf16, _ = fit(make_cfg(STEPS + ["performance.autocast=true", "performance.channels_last=true"]))
+    assert bf16.performance_report() == {
+        "autocast": True,
+        "channels_last": True,
+        "compile": False,
+        "cuda_graphs": False,
+    }
     assert bf16.status == "completed"
     assert abs(float(bf16.best_psnr) - float(eager_run.best_psnr)) < 0.3
 
@@ -162,8 +157,8 @@ def test_batched_fit_equals_separate_runs(make_cfg, tmp_path):
             "trainer.max_steps=6",
             "seed=3",
             "module.log_every=4",
-            "performance.batch_size=2",
-            "performance.batch_mode=vmap",
+            "batching.size=2",
+            "batching.mode=vmap",
         ],
         subdir="batched",
     )
@@ -195,7 +190,7 @@ def test_batched_fit_equals_separate_runs(make_cfg, tmp_path):
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16_channels_last"])
 def test_batched_loop_mode_is_bit_for_bit_the_separate_runs(make_cfg, tmp_path, bf16):
-    """performance.batch_mode=loop: each member through the plain operations of its separate run, on views
+    """batching.mode=loop: each member through the plain operations of its separate run, on views
     of the stacked weights, and Adam element by element on the stack: the very same numbers, with the
     separate runs' bf16 autocast and channels-last too (auto on AMX CPUs)."""
     switches = [f"performance.autocast={str(bf16).lower()}", f"performance.channels_last={str(bf16).lower()}"]
@@ -204,8 +199,8 @@ def test_batched_loop_mode_is_bit_for_bit_the_separate_runs(make_cfg, tmp_path, 
             "trainer.max_steps=6",
             "seed=3",
             "module.log_every=4",
-            "performance.batch_size=2",
-            "performance.batch_mode=loop",
+            "batching.size=2",
+            "batching.mode=loop",
             "method.exp_weight=0.9",
             *switches,
         ],
@@ -224,12 +219,12 @@ def test_batched_loop_mode_is_bit_for_bit_the_separate_runs(make_cfg, tmp_path, 
         "cuda_graphs": False,
         "batch_mode": "loop",
     }
-    with pytest.raises(UserError, match="batch_mode"):
-        train(make_cfg(["performance.batch_size=2", "performance.batch_mode=grouped"], subdir="bad"))
+    with pytest.raises(UserError, match="batching.mode"):
+        train(make_cfg(["batching.size=2", "batching.mode=grouped"], subdir="bad"))
 
 
 def test_batched_fit_of_chosen_task_indices(make_cfg, tmp_path):
-    """performance.batch_indices=[2,0] on an image folder, the seed kept (batch_vary=[]): member b is the
+    """batching.indices=[2,0] on an image folder, the seed kept (batching.vary=[]): member b is the
     separate run of task.index = indices[b], to the bit (loop mode, the CPU default)."""
     from PIL import Image
 
@@ -238,24 +233,24 @@ def test_batched_fit_of_chosen_task_indices(make_cfg, tmp_path):
     rng = np.random.default_rng(0)
     for name in ("a", "b", "c"):
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{name}.png")
-    base = ["trainer.max_steps=4", f"task.image={folder}", "performance.batch_vary=[]"]
-    batched = train(make_cfg(base + ["performance.batch_indices=[2,0]"], subdir="batched"))
+    base = ["trainer.max_steps=4", f"task.image={folder}", "batching.vary=[]"]
+    batched = train(make_cfg(base + ["batching.indices=[2,0]"], subdir="batched"))
     assert batched["batch_size"] == 2
     for member, index in zip(batched["members"], (2, 0)):
         assert member["task_index"] == index and member["task_info"]["image"].endswith("images")
         single = train(make_cfg(base + [f"task.index={index}"], subdir=f"single_{index}"))
         assert member["best_psnr"] == single["best_psnr"] and member["final_loss"] == single["final_loss"]
-    with pytest.raises(UserError, match="batch_indices"):
-        train(make_cfg(base + ["performance.batch_indices=[1,2]", "performance.batch_size=3"], subdir="bad"))
+    with pytest.raises(UserError, match="batching.indices"):
+        train(make_cfg(base + ["batching.indices=[1,2]", "batching.size=3"], subdir="bad"))
     with pytest.raises(UserError, match="whole numbers"):
-        train(make_cfg(base + ["performance.batch_indices=[1,b]"], subdir="bad_entry"))
+        train(make_cfg(base + ["batching.indices=[1,b]"], subdir="bad_entry"))
 
 
 def test_batched_early_stopping_runs_per_member(make_cfg):
     cfg = make_cfg(
         [
             "trainer.max_steps=25",
-            "performance.batch_size=2",
+            "batching.size=2",
             "callbacks=es_wmv",
             "trainer.enable_progress_bar=true",
             "callbacks.early_stopping.window=2",
@@ -264,9 +259,9 @@ def test_batched_early_stopping_runs_per_member(make_cfg):
             "callbacks.images.every_n_steps=0",
         ]
     )
-    module, callbacks = fit(cfg)
+    module, run = fit(cfg)
     steps = module.trainer.global_step
-    for member, (stopping,) in zip(module.members, callbacks[-1].per_member):
+    for member, (stopping,) in zip(module.members, run.reporting):
         report = stopping.report(member)
         assert report["es_stopped"] and 0 <= report["es_step"] < report["es_stop_step"] <= steps - 1
         assert report["es_stop_step"] - report["es_step"] == 2  # the member's own patience ran out
@@ -333,7 +328,7 @@ def test_benchmark_quick_mode(tmp_path):
 def test_steps_bypass_lightning_wrappers_only_where_they_would_do_nothing(make_cfg):
     """Without callbacks on Lightning's backward/optimizer hooks the step calls torch directly; a callback
     that uses one gets Lightning's wrappers (and its hook every step). Both fit the same numbers."""
-    from untrained.module import DirectOptimizer, step_tools
+    from untrained.fit.loop import DirectOptimizer, step_tools
 
     class Lanes(L.Callback):
         def __init__(self):

@@ -45,6 +45,14 @@ def write_json_atomic(data: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_metrics(metrics: dict, output_dir: Path) -> None:
+    """The one writer of ``metrics.json`` (atomically; a non-finite number becomes null)."""
+    write_json_atomic(
+        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()},
+        Path(output_dir) / "metrics.json",
+    )
+
+
 def plot_curves(history: dict, path: Path, markers: dict[str, int] | None = None) -> None:
     steps = np.asarray(history["step"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -91,10 +99,76 @@ def write_run_outputs(
             markers["stopping rule"] = metrics["es_step"]
         plot_curves(module.history, output_dir / "psnr_curve.png", markers)
         write_json_atomic(module.history, output_dir / "history.json")
-    write_json_atomic(
-        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()},
-        output_dir / "metrics.json",
-    )
+    write_metrics(metrics, output_dir)
     method = getattr(module, "method", None)
     if hasattr(method, "write_outputs"):  # method-specific files: OES's mask, DOP's recovered corruption
         method.write_outputs(output_dir, problem)
+
+
+# A run's metrics ---------------------------------------------------------------------------------
+def device_name(trainer) -> str:
+    """The device the fit ran on (Lightning moves the module back to the CPU when the fit ends)."""
+    device = trainer.strategy.root_device
+    return str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+
+
+def fit_metrics(cfg, module, trainer, wall_time: float, reporting) -> tuple[dict, dict]:
+    """One fit's metrics.json entries and extra images: its module's summary, the run's settings and what its
+    reporting callbacks add."""
+    steps = int(trainer.global_step)
+    metrics = module.summary()
+    metrics.update(
+        steps=steps,
+        task=cfg.task.get("name"),
+        method=cfg.method.get("name"),
+        seed=int(cfg.seed),
+        wall_time_s=wall_time,
+        seconds_per_step=wall_time / max(steps, 1),
+        device=device_name(trainer),
+        task_info=module.problem.info,  # what a re-analysis needs: noise level, mask, data scale, views...
+    )
+    images = {}
+    for callback in reporting:
+        metrics.update(callback.report(module))
+        images.update(callback.images(module))
+    return metrics, images
+
+
+def write_results(run, outcome) -> dict:
+    """Every output of a fitted run (``run.Run``, ``run.Outcome``): a single fit's files in the output directory;
+    for a batched fit each member's in ``member_<b>/`` and the batch summary in the output directory. Returns
+    the metrics written to the output directory's metrics.json."""
+    output_dir = Path(run.cfg.paths.output_dir)
+    interrupted = {"interrupted_by": outcome.interrupted_by} if outcome.interrupted_by else {}
+    if not run.batched:
+        metrics, images = fit_metrics(run.cfg, run.module, run.trainer, outcome.wall_time_s, run.reporting[0])
+        metrics.update(performance=run.module.performance_report(), **interrupted)
+        write_run_outputs(output_dir, run.module, metrics, images)
+        return metrics
+    size, results = len(run.members), []
+    for b, (member, member_cfg) in enumerate(zip(run.members, run.configs)):
+        metrics, images = fit_metrics(member_cfg, member, run.trainer, outcome.wall_time_s, run.reporting[b])
+        metrics.update(member=b, batch_size=size, task_index=member_cfg.task.get("index"), **interrupted)
+        write_run_outputs(output_dir / f"member_{b}", member, metrics, images)
+        results.append(metrics)
+    finished = [m for m in results if m["status"] != "failed"]
+    steps, wall_time = int(run.trainer.global_step), outcome.wall_time_s
+    summary = {
+        "status": ("interrupted" if outcome.interrupted_by else "completed") if finished else "failed",
+        "batch_size": size,
+        "steps": steps,
+        "wall_time_s": wall_time,
+        "seconds_per_step": wall_time / max(steps, 1),
+        "reconstructions_per_hour": size * 3600 / wall_time if wall_time > 0 else None,
+        "members": results,
+        "device": device_name(run.trainer),
+        "performance": run.module.performance_report(),
+        **interrupted,
+    }
+    for key in ("best_psnr", "final_psnr"):
+        values = [m[key] for m in finished if key in m]
+        if values:
+            summary[key] = sum(values) / len(values)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_metrics(summary, output_dir)
+    return summary

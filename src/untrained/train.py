@@ -1,85 +1,23 @@
-"""``train(cfg)``: build task × network × method from a Hydra config, fit, and write the run's outputs."""
+"""``train(cfg)``: assemble the run a Hydra config describes (``run.py``), fit it, and write its outputs."""
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import shlex
 import socket
-import time
 from pathlib import Path
 
-import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from lightning.pytorch.plugins.environments import SLURMEnvironment
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from untrained.callbacks.base import ReportingCallback
-from untrained.errors import UserError, check_integer, check_options
-from untrained.fast import performance_callbacks, performance_from_config, reuse_freed_memory
-from untrained.module import UntrainedModule
-from untrained.outputs import write_run_outputs
+from untrained.errors import UserError
+from untrained.outputs import write_results
+from untrained.run import assemble, check_config, fit
+from untrained.speed.memory import reuse_freed_memory
 
 log = logging.getLogger(__name__)
-
-
-def build(config: DictConfig | None, group: str, **kwargs):
-    """Instantiate one config node; errors a user caused surface as :class:`UserError`.
-
-    Task and method configs carry a ``name`` label (for logging and reports) that is not an argument.
-    """
-    if config is None:
-        return None
-    node = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
-    if isinstance(node, dict) and group in ("task", "method"):
-        node.pop("name", None)
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as error:
-        cause = error.__cause__
-        if isinstance(cause, UserError):
-            raise cause from None
-        if isinstance(cause, TypeError) and "argument" in str(cause):
-            raise UserError(
-                f"Invalid {group} option: {cause}. Check the keys under '{group}' in your overrides."
-            ) from None
-        raise
-
-
-def check_network_fits(network, image_shape: tuple[int, ...]) -> None:
-    """The network's dimension, and the image size for networks that do not pad to their factor (an
-    ``ImageNetwork`` takes any size above a minimum: ``UntrainedModule`` calls its ``fit_to``, which checks it)."""
-    factor = getattr(network, "downsampling_factor", 1)
-    spatial = image_shape[1:]
-    dim = getattr(network, "dim", len(spatial))
-    if dim != len(spatial):
-        raise UserError(
-            f"The network is {dim}D but the task's signals are {len(spatial)}D ({'x'.join(map(str, spatial))}): "
-            f"use a {len(spatial)}D network, e.g. network=skip network.dim={len(spatial)}."
-        )
-    if hasattr(network, "fit_to"):
-        return
-    if any(n < factor for n in spatial):
-        raise UserError(
-            f"The image ({'x'.join(map(str, spatial))}) is smaller than the network's downsampling factor {factor}: "
-            f"use a larger task.size or fewer network scales."
-        )
-    if any(n % factor for n in spatial):
-        raise UserError(
-            f"The image size {'x'.join(map(str, spatial))} is not divisible by the network's downsampling factor "
-            f"{factor}: set task.size to a multiple of {factor} or use fewer network scales."
-        )
-    if getattr(network, "normalises_coarsest_scale", False) and math.prod(n // factor for n in spatial) < 2:
-        raise UserError(
-            f"The image ({'x'.join(map(str, spatial))}) leaves one pixel at the network's coarsest scale (downsampling "
-            f"factor {factor}), where BatchNorm has nothing to normalise: use task.size >= {2 * factor} or fewer "
-            f"network scales."
-        )
 
 
 def close_experiment(logger, exit_code: int = 0) -> None:
@@ -107,35 +45,6 @@ def resume_command() -> str | None:
     return shlex.join(["python", "train.py", *hydra_cfg.overrides.task, f"hydra.run.dir={run_dir}"])
 
 
-def device_name(trainer: L.Trainer) -> str:
-    """The device the fit ran on (Lightning moves the module back to the CPU when the fit ends)."""
-    device = trainer.strategy.root_device
-    return str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
-
-
-def run_report(cfg: DictConfig, module, trainer: L.Trainer, wall_time: float, callbacks) -> tuple[dict, dict]:
-    """A fitted module's metrics.json entries and images: its summary, the run's settings and what its
-    reporting callbacks add."""
-    steps = int(trainer.global_step)
-    metrics = module.summary()
-    metrics.update(
-        steps=steps,
-        task=cfg.task.get("name"),
-        method=cfg.method.get("name"),
-        seed=int(cfg.seed),
-        wall_time_s=wall_time,
-        seconds_per_step=wall_time / max(steps, 1),
-        device=device_name(trainer),
-        task_info=module.problem.info,  # what a re-analysis needs: noise level, mask, data scale, views...
-    )
-    images = {}
-    for callback in callbacks:
-        if isinstance(callback, ReportingCallback):
-            metrics.update(callback.report(module))
-            images.update(callback.images(module))
-    return metrics, images
-
-
 def check_wandb_reachable(logger_cfg: DictConfig | None) -> None:
     """W&B online mode with no route to its server would stall a job in ``wandb.init``: fail in seconds instead."""
     offline_modes = ("offline", "disabled", "dryrun")
@@ -161,109 +70,63 @@ def check_wandb_reachable(logger_cfg: DictConfig | None) -> None:
         ) from None
 
 
-# The config entries whose numbers ``check_config`` guards (hydra, paths and logger hold strings).
-CHECKED_ENTRIES = ("seed", "task", "network", "method", "module", "trainer", "performance", "callbacks", "checkpoint")
-
-
-def check_config(cfg: DictConfig) -> None:
-    """No NaN/Inf option, whole seeds, a positive step count: before anything is built or allocated."""
-    plain = {
-        key: OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
-        for key in CHECKED_ENTRIES
-        if (value := cfg.get(key)) is not None
-    }
-    check_options(plain)
-    if "max_steps" in (cfg.get("trainer") or {}):
-        check_integer("trainer.max_steps", cfg.trainer.max_steps, 1)
-
-
-def build_module(cfg: DictConfig) -> UntrainedModule:
-    """Task, method and network from the config, seeded, ready for the trainer."""
-    check_config(cfg)
-    L.seed_everything(cfg.seed, workers=False, verbose=False)
-    problem = build(cfg.task, "task")
-    method = build(cfg.method, "method")
-    network = build(
-        cfg.network, "network", in_channels=method.input_channels(problem), out_channels=problem.image_shape[0]
-    )
-    check_network_fits(network, problem.image_shape)
-    return UntrainedModule(problem, network, method, **cfg.module)
-
-
 def train(cfg: DictConfig) -> dict:
-    """Fit one measurement; return the metrics written to ``metrics.json``."""
+    """Fit the measurement(s) ``cfg`` describes; return the metrics written to ``metrics.json``."""
     check_config(cfg)
-    if performance_from_config(cfg).reuse_freed_memory:
+    if (cfg.get("performance") or {}).get("reuse_freed_memory", True):
         reuse_freed_memory()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     check_wandb_reachable(cfg.get("logger"))
-    from untrained.batched import batch_size, train_batched
+    run = assemble(cfg)
+    if run.logger:
+        run.logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    if batch_size(cfg) > 1:
-        return train_batched(cfg)
-    module = build_module(cfg)
-    callbacks = [build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks += performance_callbacks(cfg)
-    # Last, so that a checkpoint taken after a step holds the other callbacks' state of that step.
-    checkpointing = build(cfg.get("checkpoint"), "checkpoint")
-    callbacks += [checkpointing] if checkpointing else []
-    logger = build(cfg.get("logger"), "logger") or False
-    # Inside SLURM the checkpoint callback answers the signals; Lightning's auto-requeue would save another.
-    plugins = {"plugins": [SLURMEnvironment(auto_requeue=False)]} if checkpointing and SLURMEnvironment.detect() else {}
-    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=logger, **plugins)
-    if logger:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-
-    start = time.perf_counter()
-    crash = None
-    try:
-        trainer.fit(module, ckpt_path=checkpointing.resume_path() if checkpointing else None)
-    except Exception as error:  # keep what the run has (best iterate, history), then report the error
-        module.status, module.failure, crash = "failed", f"{type(error).__name__}: {error}", error
-    finally:
-        if checkpointing:
-            checkpointing.restore_handlers()
-    interrupted_by = checkpointing.interrupted_by if checkpointing else None
-    if interrupted_by and module.status != "failed":
-        module.status = "interrupted"  # after the fit: the checkpoint says "running", so a resumed run completes
-    wall_time = time.perf_counter() - start + (checkpointing.elapsed_before if checkpointing else 0.0)
-
-    metrics, images = run_report(cfg, module, trainer, wall_time, callbacks)
-    if interrupted_by:
-        metrics["interrupted_by"] = interrupted_by
-    write_run_outputs(output_dir, module, metrics, images)
-    if checkpointing and not interrupted_by:
-        checkpointing.finish()
-    if logger:
-        logger.log_metrics(
+    outcome = fit(run)
+    metrics = write_results(run, outcome)
+    if run.checkpoint and not outcome.interrupted_by:
+        run.checkpoint.finish()
+    if run.logger:
+        run.logger.log_metrics(
             {f"summary/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=metrics["steps"]
         )
-        logger.finalize("success" if metrics["status"] == "completed" else "failed")
-        close_experiment(logger, exit_code(metrics["status"], checkpointing and checkpointing.interrupted))
-    if crash is not None:
-        raise crash
-    if interrupted_by:
-        log.warning(
-            "Interrupted by %s at step %d of %d: outputs in %s, checkpoint %s",
-            interrupted_by,
-            metrics["steps"],
-            trainer.max_steps,
-            output_dir,
-            checkpointing.path,
-        )
-        command = resume_command()
-        log.warning("Resume with: %s", command) if command else log.warning("Run again in %s to resume.", output_dir)
-        checkpointing.exit_after_signal()
+        run.logger.finalize("success" if metrics["status"] == "completed" else "failed")
+        close_experiment(run.logger, exit_code(metrics["status"], run.signals and run.signals.interrupted))
+    if outcome.crash is not None:
+        raise outcome.crash
+    if outcome.interrupted_by:
+        log_interruption(run, metrics, output_dir)
+        run.signals.exit_after_signal()
     if metrics["status"] == "failed":
         log.error("Run failed: %s. Best iterate kept in %s", metrics.get("failure"), output_dir)
     else:
         summary = ", ".join(f"{k}={metrics[k]:.2f}" for k in ("best_psnr", "final_psnr") if k in metrics)
+        members = f"{len(run.members)} members x " if run.batched else ""
         log.info(
-            "Finished %d steps in %.1f s%s. Outputs: %s",
+            "Finished %s%d steps in %.1f s%s. Outputs: %s",
+            members,
             metrics["steps"],
-            wall_time,
+            outcome.wall_time_s,
             f" ({summary})" if summary else "",
             output_dir,
         )
     return metrics
+
+
+def log_interruption(run, metrics: dict, output_dir: Path) -> None:
+    """Where the interrupted run's outputs are, and how to go on."""
+    where = f"outputs in {output_dir}"
+    if run.checkpoint:
+        where += f", checkpoint {run.checkpoint.path}"
+    else:
+        where += " (batched fits are not checkpointed: started again, the fit starts over)"
+    log.warning(
+        "Interrupted by %s at step %d of %d: %s",
+        run.signals.interrupted_by,
+        metrics["steps"],
+        run.trainer.max_steps,
+        where,
+    )
+    if run.checkpoint:
+        command = resume_command()
+        log.warning("Resume with: %s", command) if command else log.warning("Run again in %s to resume.", output_dir)

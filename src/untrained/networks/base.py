@@ -63,26 +63,50 @@ def crop_to(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return x[(..., *(slice(start, start + t) for start, t in zip(starts, shape)))]
 
 
-class ImageNetwork(nn.Module):
-    """Base of the networks mapping an input z to an image on a grid of ``dim`` axes.
+class Network(nn.Module):
+    """Base of the networks: what a network declares, and how its forward runs.
 
-    Declarations (class or instance attributes, read by ``train``, ``fast`` and the methods):
-        dim: spatial axes (1 signals, 2 images).
-        downsampling_factor: the working grid's sides are multiples of it.
-        min_coarsest_size: pixels per axis the coarsest scale needs (reflection padding needs more pixels
-            than it pads), so the working grid's sides are at least ``min_coarsest_size * downsampling_factor``.
+    Declarations (class or instance attributes, read by the run's assembly, the fast path and the methods):
+        dim: spatial axes of the signals it maps to (1 signals, 2 images; None: any).
+        downsampling_factor: the working grid's sides are multiples of it (see :class:`ImageNetwork`).
         autocast_safe: bf16 autocast was measured to keep the fit's quality (``performance.autocast=auto``).
         normalises_coarsest_scale: a BatchNorm acts at the coarsest scale, which must then keep more than one
             pixel.
+
+    Subclasses implement :meth:`compute`, the network's map. ``forward`` runs it as written, or through
+    ``execution`` when the fast path set one (``speed.runner.FastForward``: channels-last, bf16 autocast,
+    compilation), so parameter names, state dicts and checkpoints are the same on either path.
+    """
+
+    dim: int | None = None
+    downsampling_factor: int = 1
+    autocast_safe: bool = False
+    normalises_coarsest_scale: bool = False
+
+    def __init__(self):
+        super().__init__()
+        self.execution = None  # a callable z -> output that runs ``compute`` on the fast path; None: eager
+
+    def compute(self, z: torch.Tensor) -> torch.Tensor:
+        """The network's map."""
+        raise NotImplementedError
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.compute(z) if self.execution is None else self.execution(z)
+
+
+class ImageNetwork(Network):
+    """Base of the networks mapping an input z to an image on a grid of ``dim`` axes.
+
+    Declarations beyond :class:`Network`'s:
+        min_coarsest_size: pixels per axis the coarsest scale needs (reflection padding needs more pixels
+            than it pads), so the working grid's sides are at least ``min_coarsest_size * downsampling_factor``.
 
     Subclasses set ``in_channels`` and implement :meth:`generate` (z on the working grid → output on it).
     """
 
     dim: int = 2
-    downsampling_factor: int = 1
     min_coarsest_size: int = 1
-    autocast_safe: bool = False
-    normalises_coarsest_scale: bool = False
 
     def __init__(self):
         super().__init__()
@@ -130,6 +154,6 @@ class ImageNetwork(nn.Module):
         """The network's map on the working grid."""
         raise NotImplementedError
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def compute(self, z: torch.Tensor) -> torch.Tensor:
         output = self.generate(z)
         return output if self.image_grid is None else crop_to(output, self.image_grid)

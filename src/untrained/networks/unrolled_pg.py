@@ -29,6 +29,7 @@ from torch import nn
 
 from untrained.errors import UserError, check_at_least, check_choice, check_integer, check_positive
 from untrained.methods.tv import total_variation
+from untrained.networks.base import Network
 from untrained.operators.base import LinearOperator, operator_norm
 
 REGULARIZERS = ("l2", "elastic_net", "tv")
@@ -174,7 +175,7 @@ class Regularizer:
         return 4 * spatial_dims * self.alpha / math.sqrt(self.tv_eps) if self.kind == "tv" else 0.0
 
 
-class UnrolledProximalGradient(nn.Module):
+class UnrolledProximalGradient(Network):
     """L unrolled proximal gradient layers with a learned operator B (call ``bind(problem)`` first).
 
     Args:
@@ -287,7 +288,7 @@ class UnrolledProximalGradient(nn.Module):
     def from_domain(self, x: torch.Tensor) -> torch.Tensor:
         return self._from_domain(x)
 
-    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+    def compute(self, x0: torch.Tensor) -> torch.Tensor:
         """L layers from x⁰ (network space) → x^L (network space)."""
         self.check_bound()
         x = self.to_domain(x0)

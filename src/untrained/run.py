@@ -1,0 +1,261 @@
+"""The one place that turns a config into a run: ``assemble(cfg)`` builds the module (one fit, or B fits in one
+optimizer step when ``batching.size > 1``), its callbacks, logger and trainer; ``fit(run)`` fits it and says how
+the fit ended. ``train()``, the benchmarks, the experiments and the tests all build runs here (``compose`` gives
+them the config ``python train.py <overrides>`` would).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+from untrained.callbacks.base import ReportingCallback
+from untrained.callbacks.checkpoint import PreemptionCheckpoint, StopOnSignal
+from untrained.errors import UserError, check_integer, check_options
+from untrained.fit.base import TrackedFit
+from untrained.fit.batched import BatchedModule, MemberCallbacks
+from untrained.fit.module import UntrainedModule
+from untrained.networks.base import ImageNetwork, Network
+from untrained.speed.policy import Performance
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+MAX_BATCH_SIZE = 1024  # members built in one process; each holds its own network, problem and optimizer
+
+
+def compose(overrides=(), config_dir: str | Path = CONF_DIR, config_name: str = "train") -> DictConfig:
+    """The config ``python train.py <overrides>`` runs (outside a Hydra job, e.g. in a test or a benchmark)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return hydra_compose(config_name, overrides=list(overrides))
+
+
+def build(config: DictConfig | None, group: str, **kwargs):
+    """Instantiate one config node; errors a user caused surface as :class:`UserError`.
+
+    Task and method configs carry a ``name`` label (for logging and reports) that is not an argument.
+    """
+    if config is None:
+        return None
+    node = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
+    if isinstance(node, dict) and group in ("task", "method"):
+        node.pop("name", None)
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, TypeError) and "argument" in str(cause):
+            raise UserError(
+                f"Invalid {group} option: {cause}. Check the keys under '{group}' in your overrides."
+            ) from None
+        raise
+
+
+# The config entries whose numbers ``check_config`` guards (hydra, paths and logger hold strings).
+CHECKED_ENTRIES = (
+    "seed",
+    "task",
+    "network",
+    "method",
+    "module",
+    "trainer",
+    "performance",
+    "batching",
+    "callbacks",
+    "checkpoint",
+)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """No NaN/Inf option, whole seeds, a positive step count: before anything is built or allocated."""
+    plain = {
+        key: OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+        for key in CHECKED_ENTRIES
+        if (value := cfg.get(key)) is not None
+    }
+    check_options(plain)
+    if "max_steps" in (cfg.get("trainer") or {}):
+        check_integer("trainer.max_steps", cfg.trainer.max_steps, 1)
+
+
+def check_network_fits(network, image_shape: tuple[int, ...]) -> None:
+    """The network's dimension, and the image size for networks that do not pad to their factor (an
+    ``ImageNetwork`` takes any size above a minimum: ``UntrainedModule`` calls its ``fit_to``, which checks it)."""
+    spatial = image_shape[1:]
+    dim = network.dim if isinstance(network, Network) and network.dim is not None else len(spatial)
+    if dim != len(spatial):
+        raise UserError(
+            f"The network is {dim}D but the task's signals are {len(spatial)}D ({'x'.join(map(str, spatial))}): "
+            f"use a {len(spatial)}D network, e.g. network=skip network.dim={len(spatial)}."
+        )
+    if isinstance(network, ImageNetwork) or not isinstance(network, Network):
+        return
+    factor = network.downsampling_factor
+    if any(n < factor for n in spatial):
+        raise UserError(
+            f"The image ({'x'.join(map(str, spatial))}) is smaller than the network's downsampling factor {factor}: "
+            f"use a larger task.size or fewer network scales."
+        )
+    if any(n % factor for n in spatial):
+        raise UserError(
+            f"The image size {'x'.join(map(str, spatial))} is not divisible by the network's downsampling factor "
+            f"{factor}: set task.size to a multiple of {factor} or use fewer network scales."
+        )
+
+
+def build_module(cfg: DictConfig) -> UntrainedModule:
+    """Task, method and network of one fit from the config, seeded, ready for the trainer."""
+    check_config(cfg)
+    L.seed_everything(cfg.seed, workers=False, verbose=False)
+    problem = build(cfg.task, "task")
+    method = build(cfg.method, "method")
+    network = build(
+        cfg.network, "network", in_channels=method.input_channels(problem), out_channels=problem.image_shape[0]
+    )
+    check_network_fits(network, problem.image_shape)
+    return UntrainedModule(
+        problem, network, method, **cfg.module, performance=Performance.from_config(cfg.get("performance"))
+    )
+
+
+# Batched fits ------------------------------------------------------------------------------------
+def batch_size(cfg: DictConfig) -> int:
+    """The number of members: ``batching.size``, or the length of ``batching.indices``."""
+    node = cfg.get("batching") or {}
+    size, indices = node.get("size", 1), node.get("indices")
+    check_integer("batching.size", size, 1, MAX_BATCH_SIZE)
+    if indices is None:
+        return size
+    if len(indices) < 2:
+        raise UserError("batching.indices needs two or more task indices; for one, set task.index.")
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+        raise UserError(f"batching.indices must be whole numbers, e.g. [3,7,12], got {list(indices)}.")
+    if size not in (1, len(indices)):
+        raise UserError(f"batching.size={size} but batching.indices has {len(indices)} entries: give only indices.")
+    return len(indices)
+
+
+def member_config(cfg: DictConfig, index: int) -> DictConfig:
+    """Member ``index``'s config: ``seed + index`` (noise, init, z) and, if asked, ``task.index + index``, or
+    the ``index``-th of ``batching.indices``; a single-fit config."""
+    member = copy.deepcopy(cfg)
+    vary = list(cfg.batching.get("vary") or [])
+    indices = cfg.batching.get("indices")
+    unknown = set(vary) - {"seed", "index"}
+    if unknown:
+        raise UserError(f"batching.vary may contain seed and index, got {sorted(unknown)}.")
+    with open_dict(member):
+        member.batching.size = 1
+        member.batching.indices = None
+        if "seed" in vary:
+            member.seed = cfg.seed + index
+        if "index" in vary or indices is not None:
+            if "index" not in cfg.task:
+                raise UserError(
+                    f"Task '{cfg.task.get('name')}' has no index: remove index from batching.vary and batching.indices."
+                )
+            member.task.index = indices[index] if indices is not None else cfg.task.index + index
+    return member
+
+
+# A run -------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """What ``fit`` needs and what the outputs are written from."""
+
+    cfg: DictConfig
+    configs: list[DictConfig]  # each member's single-fit config (the run's own for a single fit)
+    module: TrackedFit  # the UntrainedModule of a single fit, or the BatchedModule of its members
+    members: list[UntrainedModule]  # the single fit's module, or the batched fit's members
+    reporting: list[list[ReportingCallback]]  # each member's callbacks that add to its metrics.json
+    signals: StopOnSignal | None  # answers Ctrl-C and SLURM's signals (a PreemptionCheckpoint for a single fit)
+    logger: object
+    trainer: L.Trainer
+
+    @property
+    def batched(self) -> bool:
+        return isinstance(self.module, BatchedModule)
+
+    @property
+    def checkpoint(self) -> PreemptionCheckpoint | None:
+        return self.signals if isinstance(self.signals, PreemptionCheckpoint) else None
+
+
+@dataclass
+class Outcome:
+    """How a fit ended."""
+
+    wall_time_s: float
+    interrupted_by: str | None = None
+    crash: BaseException | None = field(default=None, repr=False)
+
+    @property
+    def status(self) -> str:
+        return "failed" if self.crash else "interrupted" if self.interrupted_by else "completed"
+
+
+def assemble(cfg: DictConfig, extra_callbacks=(), logger: bool = True) -> Run:
+    """Module, callbacks, logger and trainer of the run ``cfg`` describes; ``extra_callbacks`` (e.g. a benchmark's
+    clock) go before the signal handling, ``logger=False`` leaves the configured logger out."""
+    check_config(cfg)
+    size = batch_size(cfg)
+    configs = [cfg] if size == 1 else [member_config(cfg, b) for b in range(size)]
+    members = [build_module(c) for c in configs]
+    built = [[build(c, "callbacks") for c in (m.get("callbacks") or {}).values() if c is not None] for m in configs]
+    reporting = [[c for c in callbacks if isinstance(c, ReportingCallback)] for callbacks in built]
+    if size == 1:
+        module, callbacks = members[0], built[0]
+        # Last, so that a checkpoint taken after a step holds the other callbacks' state of that step.
+        signals = build(cfg.get("checkpoint"), "checkpoint")
+    else:
+        module = BatchedModule(
+            members,
+            **cfg.module,
+            performance=Performance.from_config(cfg.get("performance")),
+            mode=cfg.batching.get("mode", "auto"),
+        )
+        callbacks = [c for c in built[0] if not isinstance(c, ReportingCallback)] + [MemberCallbacks(reporting)]
+        options = cfg.get("checkpoint")  # its signal options; a batched fit has no checkpoint to save or resume
+        signals = StopOnSignal(options.get("on_signal", True), options.get("requeue", True)) if options else None
+    callbacks = [*callbacks, *extra_callbacks, *([signals] if signals else [])]
+    run_logger = (build(cfg.get("logger"), "logger") if logger else None) or False
+    # Inside SLURM the signal callback answers the signals; Lightning's auto-requeue would save another checkpoint.
+    plugins = {"plugins": [SLURMEnvironment(auto_requeue=False)]} if signals and SLURMEnvironment.detect() else {}
+    trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=run_logger, **plugins)
+    return Run(cfg, configs, module, members, reporting, signals, run_logger, trainer)
+
+
+def fit(run: Run) -> Outcome:
+    """Fit the run (resuming from its checkpoint when there is one); keep what it has if the fit raises."""
+    checkpoint = run.checkpoint
+    start = time.perf_counter()
+    crash = None
+    try:
+        run.trainer.fit(run.module, ckpt_path=checkpoint.resume_path() if checkpoint else None)
+    except Exception as error:  # keep what the run has (best iterate, history), then report the error
+        crash = error
+    finally:
+        if run.signals:
+            run.signals.restore_handlers()
+    wall_time = time.perf_counter() - start + (checkpoint.elapsed_before if checkpoint else 0.0)
+    if run.batched:
+        run.module.unstack()
+    interrupted_by = run.signals.interrupted_by if run.signals else None
+    for member in run.members:
+        if crash is not None:
+            member.status, member.failure = "failed", f"{type(crash).__name__}: {crash}"
+        elif interrupted_by and member.status != "failed":
+            member.status = "interrupted"  # after the fit: the checkpoint says "running", so a resumed run completes
+    return Outcome(wall_time, interrupted_by, crash)
