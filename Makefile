@@ -2,14 +2,18 @@
 TORCH ?= torch==2.13.0
 PYTHON ?= python
 
-.PHONY: install test lint format run
+.PHONY: install test test-all lint format run
 install:
 	$(PYTHON) -m pip install $(TORCH)
 	# fastmri declares torchvision, which we never need (and which breaks a CPU torch): no deps.
 	$(PYTHON) -m pip install --no-deps fastmri==0.3.0
 	$(PYTHON) -m pip install -e ".[mri,ct,slurm,dev]"
 
+# The fast tier (tests marked slow left out: compilation, fresh processes, pre-training, SLURM); CI runs test-all.
 test:
+	$(PYTHON) -m pytest -q -m "not slow"
+
+test-all:
 	$(PYTHON) -m pytest -q
 
 # ruff (rules in pyproject.toml): lint and formatting, as CI checks them; `make format` rewrites.

@@ -1,7 +1,7 @@
 """Forward + adjoint time of the sparse-view CT ray transform at the task's default size.
 
-    python benchmarks/operators_ct.py                          # 256×256, 18 views (conf/task/ct.yaml), astra_cpu
-    python benchmarks/operators_ct.py --size 512 --views 60
+    python -m benchmarks.operators_ct                          # 256×256, 18 views (conf/task/ct.yaml), astra_cpu
+    python -m benchmarks.operators_ct --size 512 --views 60
 
 Prints one JSON line per backend (astra_cpu, and astra_cuda when a GPU is present): milliseconds per
 forward, per adjoint and per forward+adjoint (median of ``--repeats`` timed calls after warm-up), and the
@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.operators_mri import time_call  # noqa: E402
-from untrained.operators.base import adjointness_error  # noqa: E402
-from untrained.operators.ct import RayTransform  # noqa: E402
+from benchmarks.operators_mri import time_call
+from untrained.operators.base import adjointness_error
+from untrained.operators.ct import RayTransform
 
 
 @torch.no_grad()

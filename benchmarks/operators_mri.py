@@ -1,7 +1,7 @@
 """Forward + adjoint time of the multi-coil MRI (SENSE) operator at the task's default size.
 
-    python benchmarks/operators_mri.py                     # 320×320, 15 coils (conf/task/mri.yaml), CPU
-    python benchmarks/operators_mri.py --size 640 368 --coils 15 --device cuda
+    python -m benchmarks.operators_mri                     # 320×320, 15 coils (conf/task/mri.yaml), CPU
+    python -m benchmarks.operators_mri --size 640 368 --coils 15 --device cuda
 
 Prints one line per setting: milliseconds per forward, per adjoint and per forward+adjoint (median of
 ``--repeats`` timed calls after warm-up), and the dot-product test error.

@@ -1,9 +1,9 @@
 """Closing figures for `task=ct` on the embedded Shepp-Logan phantom: FBP/TV baselines, DIP and Educated DIP
 best/final PSNR, and operator time.
 
-    python experiments/ct_embedded.py                              # 128 px, 18 views, a CPU run (minutes)
-    python experiments/ct_embedded.py --size 256 --steps 3000      # the task's default size (GPU)
-    python experiments/ct_embedded.py --override task.photons=1e4  # with Poisson noise
+    python -m experiments.ct_embedded                              # 128 px, 18 views, a CPU run (minutes)
+    python -m experiments.ct_embedded --size 256 --steps 3000      # the task's default size (GPU)
+    python -m experiments.ct_embedded --override task.photons=1e4  # with Poisson noise
 
 Runs `train()` for method=vanilla, then method=edip_pretrain (random ellipses, ``--pretrain-steps``) and
 method=edip from its checkpoint, on the same measurement, and times the operator at the default size
@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.operators_ct import benchmark
+from untrained.methods.edip import CHECKPOINT_NAME
+from untrained.train import train
 
-from benchmarks.operators_ct import benchmark  # noqa: E402
-from untrained.methods.edip import CHECKPOINT_NAME  # noqa: E402
-from untrained.train import train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 KEYS = (
     "baseline_fbp_psnr",

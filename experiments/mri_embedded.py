@@ -1,8 +1,8 @@
 """Closing figures for `task=mri` on the embedded simulation: baselines, DIP best/final PSNR, operator time.
 
-    python experiments/mri_embedded.py                          # 128 px, 400 steps (a CPU run, minutes)
-    python experiments/mri_embedded.py --size 320 --steps 3000  # the task's default size (GPU)
-    python experiments/mri_embedded.py --override task.acceleration=8 task.center_fraction=0.04
+    python -m experiments.mri_embedded                          # 128 px, 400 steps (a CPU run, minutes)
+    python -m experiments.mri_embedded --size 320 --steps 3000  # the task's default size (GPU)
+    python -m experiments.mri_embedded --override task.acceleration=8 task.center_fraction=0.04
 
 Runs `train()` on the composed config (task=mri, network=skip with the MRI adjustment of
 conf/network_task/skip_mri.yaml, method=vanilla) and times the operator at the default size
@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.operators_mri import benchmark
+from untrained.train import train
 
-from benchmarks.operators_mri import benchmark  # noqa: E402
-from untrained.train import train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 KEYS = (
     "baseline_zero_filled_psnr",

@@ -8,9 +8,9 @@ the ES reference notebook (ES_WMV.ipynb: input perturbation reg_noise_std = 1/30
 curve ends where the rule stopped the run and its row reports the PSNR at the detected step as "final".
 Per method it prints peak PSNR, step of the peak, final PSNR and the drop.
 
-    python experiments/overfitting.py                                    # 256², 10 000 steps (GPU)
-    python experiments/overfitting.py --size 64 --steps 2000 --device cpu
-    python experiments/overfitting.py --methods vanilla vanilla_es_wmv deep_decoder --override task.image=camera
+    python -m experiments.overfitting                                    # 256², 10 000 steps (GPU)
+    python -m experiments.overfitting --size 64 --steps 2000 --device cpu
+    python -m experiments.overfitting --methods vanilla vanilla_es_wmv deep_decoder --override task.image=camera
 
 Each run writes its usual outputs under ``--runs``; ``--plot-only`` redraws the figure from them.
 """

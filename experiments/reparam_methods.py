@@ -6,7 +6,7 @@ DeepRED, with vanilla DIP on the same (reduced-width) skip net as the yardstick;
 denoising (``--amount`` of the pixels) with vanilla DIP against DOP, reporting how much of the injected
 corruption g⊙g − h⊙h recovers. Step counts are cut to CPU budgets (``--scale`` multiplies them all).
 
-    python experiments/reparam_methods.py --size 64 --runs outputs/experiments/reparam
+    python -m experiments.reparam_methods --size 64 --runs outputs/experiments/reparam
 
 Prints one row per run (best PSNR and its step, final PSNR, the input's PSNR, seconds per step) and
 writes them to ``<runs>/summary.json``.

@@ -3,8 +3,8 @@
 Per task: the image size, the classical baseline's PSNR (and the degraded input's), and DIP's best and
 final PSNR. On this shared CPU it runs at a reduced size with the default skip network:
 
-    python experiments/restoration_table.py                      # 64 px, 500 steps, CPU
-    python experiments/restoration_table.py --size 256 --steps 3000 --device gpu
+    python -m experiments.restoration_table                      # 64 px, 500 steps, CPU
+    python -m experiments.restoration_table --size 256 --steps 3000 --device gpu
 """
 
 from __future__ import annotations

@@ -4,13 +4,10 @@ hypergradients, Rprop steps) matches the closed form to 1e-3 (experiments/adp/di
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "adp"))
-from dittmer_theorem41 import TOLERANCE, learn, theorem_41
+from experiments.adp.dittmer_theorem41 import TOLERANCE, learn, theorem_41
 
 
 def test_closed_form_is_the_stationary_point_of_the_per_coordinate_loss():

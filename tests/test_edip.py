@@ -11,6 +11,9 @@ from untrained.train import train
 CT = ["task=ct", "task.size=32", "task.views=12", "task.tv_steps=0"]
 
 
+pytestmark = pytest.mark.slow  # every test here needs the module's pre-training run (about a minute)
+
+
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """A tiny stage-1 run: its metrics and run directory."""

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from untrained.report import main
@@ -15,6 +16,7 @@ from untrained.report import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a multirun sweep in subprocesses
 def test_failed_runs_never_stop_the_sweep_and_the_report_counts_them(tmp_path, capsys):
     # task.sigma=-1 is a user error: those two jobs fail before training, the other two must still run.
     sweep = subprocess.run(

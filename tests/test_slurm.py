@@ -16,7 +16,7 @@ import pytest
 
 from untrained.report import report
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 40
 TINY = [

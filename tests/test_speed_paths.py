@@ -92,6 +92,7 @@ def test_auto_pairs_the_fast_path_with_the_cuda_graph_of_capturable_steps():
     assert decoder["cuda_graphs"] and not decoder["autocast"]
 
 
+@pytest.mark.slow  # minutes of inductor compilation
 def test_a_compile_failure_in_the_backward_pass_falls_back_to_eager(make_cfg, caplog):
     """Super-resolution's data loss trips an inductor stride assertion in its backward pass (torch 2.13,
     CPU); the probe at setup catches it, where a training step could not."""
@@ -365,6 +366,7 @@ def test_a_steps_freed_activation_maps_are_reused_without_page_faults():
     assert max(faults[-3:]) < 100, faults  # the first steps settle the heap
 
 
+@pytest.mark.slow  # a fresh process per setting, each fitting a 256² skip net
 def test_malloc_benchmark_runs_each_setting_in_a_fresh_process(tmp_path):
     from benchmarks.malloc import main
 

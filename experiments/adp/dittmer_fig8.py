@@ -8,7 +8,7 @@ the regime where Theorem 4.1's filter damps it less than Tikhonov does; the pape
 used). x(B_opt) is the lower-level solution for the final B, solved to high accuracy.
 Writes experiments/figures/adp_dittmer_fig8.png and results/dittmer_fig8.json.
 
-Run: python experiments/adp/dittmer_fig8.py [--steps 3000] [--lr 5e-3]
+Run: python -m experiments.adp.dittmer_fig8 [--steps 3000] [--lr 5e-3]
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from common import FIGURES, build, exact_lower_level, fit, save_json  # noqa: E402
+
+from experiments.adp.common import FIGURES, build, exact_lower_level, fit, save_json  # noqa: E402
 
 ALPHAS = (1e-4, 1e-3, 1e-2)
 SIGNALS = {

@@ -24,7 +24,7 @@ lower-level solve at α = 1e-4): max |β − β_Thm| = 1.19e-6 (α = 1e-4), 1.18
 (α = 1e-2), at Rprop's smallest step 1e-6; the requirement is 1e-3. results/theorem41.json lists, per α,
 the worst coordinate's σ_i, |⟨y, v_i⟩|, learned and predicted β_i. Writes experiments/figures/adp_theorem41.png.
 
-Run: python experiments/adp/dittmer_theorem41.py [--steps 150] [--initial-step 1e-3]
+Run: python -m experiments.adp.dittmer_theorem41 [--steps 150] [--initial-step 1e-3]
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
-from common import FIGURES, build, save_json
+
+from experiments.adp.common import FIGURES, build, save_json
 
 ALPHAS = (1e-4, 1e-3, 1e-2)
 TOLERANCE = 1e-3  # the issue's requirement on max |β − β_Thm|

@@ -17,7 +17,7 @@ B is the kernel (5 × 5, shared by the colour channels), initialised at the assu
 to the same tolerance as x(A) (the gain from the kernel alone); ``adp_maid_last_iterate_psnr`` is MAID's own
 iterate, solved only to the last ε. Writes results/deblurring_2d.json and experiments/figures/adp_deblurring_2d.png.
 
-Run: python experiments/adp/salehi_deblurring_2d.py [--steps 400]
+Run: python -m experiments.adp.salehi_deblurring_2d [--steps 400]
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from common import FIGURES, fit, save_json  # noqa: E402
 
+from experiments.adp.common import FIGURES, fit, save_json  # noqa: E402
 from untrained.data.images import load_image  # noqa: E402
 from untrained.data.noise import add_gaussian  # noqa: E402
 from untrained.data.problem import InverseProblem  # noqa: E402

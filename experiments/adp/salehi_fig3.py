@@ -11,7 +11,7 @@ increase 10/9, c = 1e-8, 5 backtracking trials. Budgets (upper iterations): unro
 steps (torch on 1 thread), measured on whatever CPU runs this. Writes
 experiments/figures/adp_salehi_fig3.png and results/salehi_fig3.json.
 
-Run: python experiments/adp/salehi_fig3.py
+Run: python -m experiments.adp.salehi_fig3
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from common import FIGURES, build, fit, save_json  # noqa: E402
+
+from experiments.adp.common import FIGURES, build, fit, save_json  # noqa: E402
 
 SETTING = [
     "task=deconvolution_1d",

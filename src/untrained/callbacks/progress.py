@@ -2,8 +2,8 @@
 
 A module's flush hands its values (loss, PSNR, best PSNR) over with :func:`show_progress`. With this bar
 they are kept as plain floats on the module (``module.progress``), which the bar reads when it redraws;
-Lightning's ``self.log(..., prog_bar=True)`` costs ~0.5 ms a call in its result bookkeeping (measured on
-the CPU: at three values per 25-step flush, 4 % of a small 1D problem's 1.5 ms step). Any other progress bar
+Lightning's ``self.log(..., prog_bar=True)`` spends a noticeable share of a small problem's step in its result
+bookkeeping (see docs/performance.md, "Framework overhead"). Any other progress bar
 (Lightning's own, e.g. with ``callbacks=none``) still gets them through ``self.log``.
 """
 

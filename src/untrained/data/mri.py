@@ -59,8 +59,8 @@ def to_channels(z: torch.Tensor) -> torch.Tensor:
 
 def support_magnitude(x: torch.Tensor, operator: MultiCoilMRI) -> torch.Tensor:
     """|x| (B, 1, H, W) where the coil maps are non-zero; ESPIRiT's cropped background is outside the model."""
-    # hypot of the two channels: torch's CPU vector_norm over dim 1 took 18 ms at 320² (0.06 ms here),
-    # 3 % of a CPU step, paid at every PSNR evaluation.
+    # hypot of the two channels: torch's CPU vector_norm over dim 1 is far slower, and this is paid at every
+    # PSNR evaluation (see docs/performance.md, "Operators").
     return torch.hypot(x[:, :1], x[:, 1:]) * operator.support
 
 

@@ -35,9 +35,9 @@ class DeepDecoder(ImageNetwork):
         sigmoid: end with a sigmoid (images in [0, 1]).
     """
 
-    # Not for performance.autocast=auto: bf16 lost 0.40 dB of best PSNR against fp32 at the paper's 1900 steps
-    # (denoising 256², AMX CPU), more than fp32's own spread with the order of its sums (one thread instead of
-    # two: -0.28 dB; channels-last: -0.20 dB; benchmarks/results/cpu-fast-path-quality.md).
+    # Not for performance.autocast=auto: bf16 moves the best PSNR by more than the 0.1 dB target and more than
+    # fp32's own spread with the order of its sums, which channels-last stays inside (see docs/performance.md;
+    # benchmarks/results/cpu-fast-path-quality.md).
     autocast_safe = False
 
     def __init__(

@@ -145,9 +145,9 @@ def _channels_last_grad(t: torch.Tensor) -> torch.Tensor:
     """Make the gradient ``torch.cat`` hands back to ``t`` dense channels-last when ``t`` is channels-last.
 
     That gradient is a channel slice of the concatenation's, which channels-last leaves strided; bilinear
-    upsampling's backward then copies it to the NCHW layout and runs its slow NCHW kernel (bf16, 256²: 43 ms
-    against 6 ms). In NCHW the slice is already contiguous and nothing is done; compiled code picks its own
-    layouts.
+    upsampling's backward then copies it to the NCHW layout and runs its slow NCHW kernel (see
+    docs/performance.md, "Channels-last details"). In NCHW the slice is already contiguous and nothing is done;
+    compiled code picks its own layouts.
     """
     if torch.compiler.is_compiling():
         return t
@@ -164,8 +164,8 @@ def _channels_last_grad(t: torch.Tensor) -> torch.Tensor:
 class SkipNet(ImageNetwork):
     """DIP's encoder-decoder with skip connections; see the module docstring for the layout."""
 
-    # bf16 autocast kept the best PSNR within 0.1 dB of fp32 (denoising 256², 1500 steps: -0.01 dB on an AMX
-    # CPU, < 0.1 dB on an H100; benchmarks/results/*fast-path-quality*), so performance.autocast=auto may use it.
+    # bf16 autocast keeps the best PSNR within the 0.1 dB target of fp32, so performance.autocast=auto may use it
+    # (see docs/performance.md; benchmarks/results/cpu-fast-path-quality.md, gpu-fast-path-quality.md).
     autocast_safe = True
 
     def __init__(

@@ -87,13 +87,13 @@ def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def mean_squared_magnitude(t: torch.Tensor) -> torch.Tensor:
     """Mean of |t|² over t's entries. Complex tensors go through their real view: twice the mean of its
-    squares (torch's complex ``abs`` made this 2.5× slower, fwd + bwd at 15×320² k-space on a CPU)."""
+    squares (torch's complex ``abs`` is slower, forward and backward; see docs/performance.md, "Operators")."""
     return torch.view_as_real(t).square().mean() * 2 if t.is_complex() else t.square().mean()
 
 
 def euclidean_norm(t: torch.Tensor) -> torch.Tensor:
     """||t||₂ over all entries; complex tensors through their real view (same value: torch's complex
-    ``vector_norm`` was 6× slower, fwd + bwd at 15×320² k-space on a CPU)."""
+    ``vector_norm`` is slower, forward and backward; see docs/performance.md, "Operators")."""
     return torch.linalg.vector_norm(torch.view_as_real(t) if t.is_complex() else t)
 
 

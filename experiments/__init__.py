@@ -1,0 +1,1 @@
+"""Paper reproductions: ``python -m experiments.<name>`` from the repository root."""

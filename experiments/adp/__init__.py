@@ -1,0 +1,1 @@
+"""Analytic deep prior reproductions: ``python -m experiments.adp.<name>``."""
