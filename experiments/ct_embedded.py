@@ -18,10 +18,10 @@ import json
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from benchmarks.operators_ct import benchmark
 from untrained.methods.edip import CHECKPOINT_NAME
+from untrained.run import compose
 from untrained.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,9 +39,7 @@ KEYS = (
 
 
 def run(overrides: list[str]) -> dict:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    metrics = train(cfg)
+    metrics = train(compose(overrides))
     return {key: metrics.get(key) for key in KEYS}
 
 

@@ -16,10 +16,10 @@ import argparse
 import json
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from benchmarks.operators_mri import benchmark
+from untrained.run import compose
 from untrained.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,8 +61,7 @@ def main() -> None:
         f"paths.output_dir={output_dir}",
         *args.override,
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose(overrides)
     metrics = train(cfg)
     result = {
         "overrides": overrides,

@@ -32,9 +32,7 @@ ES_LABEL = "vanilla + ES-WMV"
 
 
 def compose(run: str, args) -> DictConfig:  # noqa: F821
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from untrained.run import compose as compose_overrides
 
     overrides = [
         f"method={'vanilla' if run == ES_RUN else run}",
@@ -58,9 +56,7 @@ def compose(run: str, args) -> DictConfig:  # noqa: F821
         ] + list(args.override)
     else:  # callbacks.* overrides concern the ES-WMV run only
         overrides += ["callbacks=none"] + [o for o in args.override if not o.startswith("callbacks.")]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("train", overrides=overrides)
+    return compose_overrides(overrides, CONF_DIR)
 
 
 def curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:

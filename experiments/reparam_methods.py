@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import lightning as L
@@ -45,27 +44,22 @@ SALT_AND_PEPPER_RUNS = {
 
 
 def compose(overrides: list[str], args, name: str, steps: int):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from untrained.run import compose as compose_overrides
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(
-            "train",
-            overrides=overrides
-            + [
-                f"task.size={args.size}",
-                f"trainer.max_steps={steps}",
-                "trainer.accelerator=cpu",
-                "trainer.enable_progress_bar=false",
-                "logger=none",
-                "callbacks=none",
-                f"seed={args.seed}",
-                f"paths.output_dir={Path(args.runs).resolve() / name}",
-                "module.log_every=100",
-            ],
-        )
+    return compose_overrides(
+        overrides
+        + [
+            f"task.size={args.size}",
+            f"trainer.max_steps={steps}",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            "logger=none",
+            "callbacks=none",
+            f"seed={args.seed}",
+            f"paths.output_dir={Path(args.runs).resolve() / name}",
+            "module.log_every=100",
+        ],
+    )
 
 
 def salt_and_pepper(problem, amount: float, seed: int):
@@ -88,24 +82,14 @@ def salt_and_pepper(problem, amount: float, seed: int):
 
 def fit_salt_and_pepper(cfg, amount: float) -> tuple[dict, object]:
     """train() on a salt-and-pepper version of the configured task (the denoising task has Gaussian noise only)."""
-    from untrained.fit.module import UntrainedModule
-    from untrained.outputs import write_run_outputs
-    from untrained.run import build
+    from untrained.outputs import write_results
+    from untrained.run import assemble, build, fit
 
     L.seed_everything(cfg.seed, verbose=False)
     problem = salt_and_pepper(build(cfg.task, "task"), amount, cfg.seed)
-    method = build(cfg.method, "method")
-    network = build(
-        cfg.network, "network", in_channels=method.input_channels(problem), out_channels=problem.image_shape[0]
-    )
-    module = UntrainedModule(problem, network, method, **cfg.module)
-    trainer = build(cfg.trainer, "trainer", callbacks=[], logger=False)
-    start = time.perf_counter()
-    trainer.fit(module)
-    metrics = module.summary()
-    metrics["seconds_per_step"] = (time.perf_counter() - start) / max(metrics["steps"], 1)
-    write_run_outputs(Path(cfg.paths.output_dir), module, metrics)
-    return metrics, module
+    run = assemble(cfg, problem=problem)
+    metrics = write_results(run, fit(run))
+    return metrics, run.module
 
 
 def row(metrics: dict, baseline: str) -> dict:

@@ -27,28 +27,23 @@ TASKS = {
 
 
 def run(task: str, args) -> dict:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
+    from untrained.run import compose
     from untrained.train import train
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                f"task={task}",
-                f"task.size={args.size}",
-                f"trainer.max_steps={args.steps}",
-                f"seed={args.seed}",
-                f"trainer.accelerator={args.device}",
-                "logger=none",
-                "callbacks=none",
-                "trainer.enable_progress_bar=false",
-                f"paths.output_dir={args.runs}/{task}",
-                *args.override,
-            ],
-        )
+    cfg = compose(
+        [
+            f"task={task}",
+            f"task.size={args.size}",
+            f"trainer.max_steps={args.steps}",
+            f"seed={args.seed}",
+            f"trainer.accelerator={args.device}",
+            "logger=none",
+            "callbacks=none",
+            "trainer.enable_progress_bar=false",
+            f"paths.output_dir={args.runs}/{task}",
+            *args.override,
+        ],
+    )
     return train(cfg)
 
 

@@ -8,10 +8,8 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from untrained.run import build_module
+from untrained.run import build_module, compose
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = ROOT / "experiments" / "figures"
@@ -28,10 +26,7 @@ BASE = [
 
 def build(overrides: list[str]):
     """The UntrainedModule that `python train.py <overrides>` would fit (problem, network, method)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=BASE + list(overrides))
-    return build_module(cfg)
+    return build_module(compose(BASE + list(overrides)))
 
 
 def fit(module, steps: int, stop=None) -> dict[str, list[float]]:

@@ -115,11 +115,12 @@ def check_network_fits(network, image_shape: tuple[int, ...]) -> None:
         )
 
 
-def build_module(cfg: DictConfig) -> UntrainedModule:
-    """Task, method and network of one fit from the config, seeded, ready for the trainer."""
+def build_module(cfg: DictConfig, problem=None) -> UntrainedModule:
+    """Task, method and network of one fit from the config, seeded, ready for the trainer. A ``problem`` made by
+    the caller (an ``InverseProblem``, e.g. an experiment's own corruption of an image) replaces the task's."""
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=False, verbose=False)
-    problem = build(cfg.task, "task")
+    problem = build(cfg.task, "task") if problem is None else problem
     method = build(cfg.method, "method")
     network = build(
         cfg.network, "network", in_channels=method.input_channels(problem), out_channels=problem.image_shape[0]
@@ -206,13 +207,16 @@ class Outcome:
         return "failed" if self.crash else "interrupted" if self.interrupted_by else "completed"
 
 
-def assemble(cfg: DictConfig, extra_callbacks=(), logger: bool = True) -> Run:
+def assemble(cfg: DictConfig, extra_callbacks=(), logger: bool = True, problem=None) -> Run:
     """Module, callbacks, logger and trainer of the run ``cfg`` describes; ``extra_callbacks`` (e.g. a benchmark's
-    clock) go before the signal handling, ``logger=False`` leaves the configured logger out."""
+    clock) go before the signal handling, ``logger=False`` leaves the configured logger out, and ``problem``
+    replaces the task's (single fits; see ``build_module``)."""
     check_config(cfg)
     size = batch_size(cfg)
+    if problem is not None and size > 1:
+        raise UserError("A problem given to assemble() is one measurement: use batching.size=1.")
     configs = [cfg] if size == 1 else [member_config(cfg, b) for b in range(size)]
-    members = [build_module(c) for c in configs]
+    members = [build_module(c, problem) for c in configs]
     built = [[build(c, "callbacks") for c in (m.get("callbacks") or {}).values() if c is not None] for m in configs]
     reporting = [[c for c in callbacks if isinstance(c, ReportingCallback)] for callbacks in built]
     if size == 1:
