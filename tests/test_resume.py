@@ -88,7 +88,7 @@ def test_signal_checkpoints_and_resume_is_bit_for_bit(make_cfg, uninterrupted, t
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 7
     assert {"method.z", "method.average", "tracker.best_image", "tracker.best_psnr"} <= set(checkpoint["state_dict"])
-    assert checkpoint["optimizer_states"] and checkpoint["untrained"]["history"]["step"] == list(range(7))
+    assert checkpoint["optimizer_states"] and checkpoint["untrained"]["histories"][0]["step"] == list(range(7))
     assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL  # handlers are given back after the fit
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 

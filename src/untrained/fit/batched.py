@@ -1,4 +1,4 @@
-"""B independent reconstructions fitted in one optimizer step (``batching.size=B``; see docs/batched.md).
+"""B independent reconstructions fitted in one optimizer step (``batching.size=B``; docs/performance.md).
 
 The members are B ordinary single-fit modules (the networks, inputs z, measurements and method states that B
 separate runs would build). Their parameters and buffers are stacked with ``torch.func.stack_module_state`` and
