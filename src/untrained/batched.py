@@ -53,7 +53,6 @@ from torch.utils._pytree import tree_map
 from untrained.callbacks.base import ReportingCallback
 from untrained.callbacks.checkpoint import StopOnSignal
 from untrained.callbacks.progress import show_progress
-from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_integer
 from untrained.fast import (
     Performance,
@@ -66,6 +65,7 @@ from untrained.fast import (
 from untrained.methods.base import Method, StepOutput
 from untrained.module import StepIndices, UntrainedModule, step_tools
 from untrained.outputs import write_json_atomic, write_run_outputs
+from untrained.problem import InverseProblem
 
 MAX_BATCH_SIZE = 1024  # members built in one process; each holds its own network, problem and optimizer
 

@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader, IterableDataset
 from untrained.callbacks.base import StepCallback
 from untrained.callbacks.checkpoint import rng_states, set_rng_states
 from untrained.callbacks.progress import show_progress
-from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_integer
 from untrained.methods.base import Method, StepOutput
+from untrained.problem import InverseProblem
 
 
 class StepIndices(IterableDataset):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from untrained.data.problem import InverseProblem
 from untrained.errors import check_at_least, check_choice, check_positive
 from untrained.methods.base import Method
+from untrained.problem import InverseProblem
 
 TV_KINDS = ("anisotropic", "isotropic")
 TV_REDUCTIONS = ("sum", "mean")

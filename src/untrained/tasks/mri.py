@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from untrained.data.baselines import MAX_BASELINE_STEPS
-from untrained.data.espirit import acs_columns, calibration_region, espirit_maps
-from untrained.data.images import image_size, load_image
-from untrained.data.noise import add_gaussian
-from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_array, check_at_least, check_in_range, check_integer, check_number
 from untrained.operators.base import conjugate_gradient
 from untrained.operators.mri import MultiCoilMRI, fft2c, ifft2c, rss
+from untrained.problem import InverseProblem
+from untrained.tasks.baselines import MAX_BASELINE_STEPS
+from untrained.tasks.espirit import acs_columns, calibration_region, espirit_maps
+from untrained.tasks.images import image_size, load_image
+from untrained.tasks.noise import add_gaussian
 
 log = logging.getLogger(__name__)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from untrained.data.baselines import tv_reconstruction
-from untrained.data.images import load_image
-from untrained.data.noise import apply_noise
-from untrained.data.problem import InverseProblem
 from untrained.errors import check_positive
 from untrained.operators.blur import Blur, SaturatedBlur, make_kernel
+from untrained.problem import InverseProblem
+from untrained.tasks.baselines import tv_reconstruction
+from untrained.tasks.images import load_image
+from untrained.tasks.noise import apply_noise
 
 
 def wiener_deconvolution(y: torch.Tensor, operator: Blur, alpha: float) -> torch.Tensor:

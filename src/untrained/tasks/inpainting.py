@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from skimage.restoration import inpaint_biharmonic
 
-from untrained.data.images import load_image
-from untrained.data.noise import apply_noise
-from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_array, check_choice, check_in_range, read_npy
 from untrained.operators.inpainting import Mask
+from untrained.problem import InverseProblem
+from untrained.tasks.images import load_image
+from untrained.tasks.noise import apply_noise
 
 MASKS = ("pixels", "boxes", "center", "text", "file")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from untrained.data.images import load_image
-from untrained.data.noise import apply_noise
-from untrained.data.problem import InverseProblem
 from untrained.metrics import psnr
 from untrained.operators.super_resolution import Downsample
+from untrained.problem import InverseProblem
+from untrained.tasks.images import load_image
+from untrained.tasks.noise import apply_noise
 
 
 def luminance(x: torch.Tensor) -> torch.Tensor:

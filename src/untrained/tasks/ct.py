@@ -15,9 +15,6 @@ import numpy as np
 import torch
 from skimage.transform import resize
 
-from untrained.data.baselines import tv_reconstruction
-from untrained.data.images import fit_size, load_image, resolve_path
-from untrained.data.problem import InverseProblem
 from untrained.errors import (
     UserError,
     check_array,
@@ -28,6 +25,9 @@ from untrained.errors import (
     read_npy,
 )
 from untrained.operators.ct import RayTransform
+from untrained.problem import InverseProblem
+from untrained.tasks.baselines import tv_reconstruction
+from untrained.tasks.images import fit_size, load_image, resolve_path
 
 MU_WATER, MU_AIR, MU_MAX = 20.0, 0.02, 81.35858  # m⁻¹
 FIELD_OF_VIEW = 0.26  # m, the side of the reconstructed square
