@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 from tests.conftest import compose_config
 from untrained.callbacks.early_stopping import ExponentialVarianceStopping, WindowedVarianceStopping
 from untrained.methods.aseqdip import data_consistency
-from untrained.methods.tv import total_variation
 from untrained.operators.mri import MultiCoilMRI, fft2c, ifft2c
 from untrained.problem import InverseProblem
+from untrained.regularizers import total_variation
 from untrained.train import build_module, train
 
 

@@ -19,11 +19,11 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
 from untrained.callbacks.base import StepCallback
-from untrained.callbacks.checkpoint import rng_states, set_rng_states
 from untrained.callbacks.progress import show_progress
 from untrained.errors import UserError, check_integer
 from untrained.methods.base import Method, StepOutput
 from untrained.problem import InverseProblem
+from untrained.rng import rng_states, set_rng_states
 
 
 class StepIndices(IterableDataset):

@@ -19,7 +19,7 @@ def tv_reconstruction(
     bounds: tuple[float, float] | None = (0.0, None),
 ) -> torch.Tensor:
     """min_x ½||A x − y||² + weight·TV(x) (isotropic) by Adam from x0, projected onto ``bounds``."""
-    from untrained.methods.tv import total_variation
+    from untrained.regularizers import total_variation
 
     check_at_least("task.tv_weight", weight, 0)
     check_integer("task.tv_steps", steps, 0, MAX_BASELINE_STEPS)
