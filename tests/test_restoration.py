@@ -9,11 +9,11 @@ import torch
 from untrained.errors import UserError
 from untrained.operators.base import adjointness_error
 from untrained.operators.blur import Blur, blur, make_kernel
+from untrained.operators.generators.masks import make_mask
 from untrained.operators.inpainting import Mask
+from untrained.operators.noise import apply_noise
 from untrained.operators.super_resolution import Downsample, downsampling_kernel
 from untrained.tasks.deblurring import deblurring
-from untrained.tasks.inpainting import make_mask
-from untrained.tasks.noise import apply_noise
 from untrained.train import train
 
 KERNELS = [

@@ -35,9 +35,9 @@ from untrained.methods.adp import AnalyticDeepPrior, hypergradient, upper_object
 from untrained.module import UntrainedModule  # noqa: E402
 from untrained.networks.unrolled_pg import UnrolledProximalGradient  # noqa: E402
 from untrained.operators.blur import Blur, gaussian_kernel  # noqa: E402
+from untrained.operators.noise import add_gaussian  # noqa: E402
 from untrained.problem import InverseProblem  # noqa: E402
 from untrained.tasks.images import load_image  # noqa: E402
-from untrained.tasks.noise import add_gaussian  # noqa: E402
 
 TOL = 1e-4  # lower-level tolerance (gradient norm) of the compared reconstructions x(A) and x(B)
 

@@ -29,8 +29,8 @@ from torch import nn
 
 from untrained.errors import UserError, check_at_least, check_integer, check_number, check_positive
 from untrained.methods.base import Method, StepOutput
+from untrained.operators.noise import gaussian_sigma
 from untrained.problem import InverseProblem
-from untrained.tasks.noise import gaussian_sigma
 
 
 def per_channel(denoise: Callable[[np.ndarray], np.ndarray], image: torch.Tensor) -> torch.Tensor:

@@ -24,8 +24,8 @@ import torch
 
 from untrained.errors import UserError, check_at_least, check_in_range, check_integer, check_positive
 from untrained.operators.base import MatrixOperator
+from untrained.operators.noise import add_gaussian
 from untrained.problem import InverseProblem
-from untrained.tasks.noise import add_gaussian
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 SIGNALS = ("singular", "smooth", "piecewise_constant", "piecewise_linear")

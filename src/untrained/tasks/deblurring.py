@@ -7,10 +7,10 @@ import torch
 
 from untrained.errors import check_positive
 from untrained.operators.blur import Blur, SaturatedBlur, make_kernel
+from untrained.operators.noise import apply_noise
 from untrained.problem import InverseProblem
 from untrained.tasks.baselines import tv_reconstruction
 from untrained.tasks.images import load_image
-from untrained.tasks.noise import apply_noise
 
 
 def wiener_deconvolution(y: torch.Tensor, operator: Blur, alpha: float) -> torch.Tensor:

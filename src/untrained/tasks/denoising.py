@@ -1,5 +1,5 @@
 """Denoising: y = x + n, A = I (Ulyanov et al. 2018, Sec. 4); Gaussian by default, or any model of
-:mod:`untrained.tasks.noise` (e.g. salt-and-pepper for DOP)."""
+:mod:`untrained.operators.noise` (e.g. salt-and-pepper for DOP)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from skimage.restoration import denoise_tv_chambolle
 
 from untrained.errors import check_at_least, check_positive
 from untrained.operators.base import Identity
+from untrained.operators.noise import apply_noise, gaussian_sigma
 from untrained.problem import InverseProblem
 from untrained.tasks.images import load_image
-from untrained.tasks.noise import apply_noise, gaussian_sigma
 
 
 def tv_denoise(noisy: torch.Tensor, weight: float) -> torch.Tensor:

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from untrained.metrics import psnr
+from untrained.operators.noise import apply_noise
 from untrained.operators.super_resolution import Downsample
 from untrained.problem import InverseProblem
 from untrained.tasks.images import load_image
-from untrained.tasks.noise import apply_noise
 
 
 def luminance(x: torch.Tensor) -> torch.Tensor:
