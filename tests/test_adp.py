@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from untrained.baselines.linear import tikhonov, truncated_svd
 from untrained.errors import UserError
 from untrained.methods.adp import AnalyticDeepPrior, hypergradient, upper_objective
 from untrained.networks.unrolled_pg import UnrolledProximalGradient
 from untrained.operators.base import adjointness_error
 from untrained.operators.blur import Blur
 from untrained.problem import InverseProblem
-from untrained.tasks.analytic_1d import deconvolution_1d, integration_1d, integration_matrix, tikhonov, truncated_svd
+from untrained.tasks.analytic_1d import deconvolution_1d, integration_1d, integration_matrix
 from untrained.train import build_module, train
 
 ADP_FAST = [

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from skimage.transform import resize
 
+from untrained.baselines.tv import tv_reconstruction
 from untrained.errors import (
     UserError,
     check_array,
@@ -25,7 +26,6 @@ from untrained.errors import (
 from untrained.operators.ct import RayTransform
 from untrained.operators.generators.phantoms import MU_AIR, MU_MAX, MU_WATER, random_ellipses, simulate_sinogram
 from untrained.problem import InverseProblem
-from untrained.tasks.baselines import tv_reconstruction
 from untrained.tasks.images import fit_size, load_image, resolve_path
 
 MAX_SIZE = 4096  # pixels per side (clinical CT slices are 512²)

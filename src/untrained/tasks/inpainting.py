@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from skimage.restoration import inpaint_biharmonic
 
+from untrained.baselines.interpolation import biharmonic
 from untrained.operators.generators.masks import make_mask
 from untrained.operators.inpainting import Mask
 from untrained.operators.noise import apply_noise
 from untrained.problem import InverseProblem
 from untrained.tasks.images import load_image
-
-
-def biharmonic(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    image = y[0].permute(1, 2, 0).numpy()
-    filled = inpaint_biharmonic(image, mask[0].numpy() == 0, channel_axis=-1)
-    return torch.from_numpy(np.ascontiguousarray(filled, dtype=np.float32)).permute(2, 0, 1)[None]
 
 
 def inpainting(

@@ -26,14 +26,14 @@ from pathlib import Path
 
 import torch
 
+from untrained.baselines import MAX_BASELINE_STEPS
+from untrained.baselines.linear import cg_sense
 from untrained.errors import UserError, check_array, check_at_least, check_integer, check_number
-from untrained.operators.base import conjugate_gradient
 from untrained.operators.generators.coils import birdcage_maps, espirit_options, estimate_maps, smooth_phase
 from untrained.operators.generators.masks import centre_columns, column_mask
 from untrained.operators.mri import MultiCoilMRI, fft2c, ifft2c, rss
 from untrained.operators.noise import add_gaussian
 from untrained.problem import InverseProblem
-from untrained.tasks.baselines import MAX_BASELINE_STEPS
 from untrained.tasks.images import image_size, load_image
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def mri(
         raise UserError("The zero-filled reconstruction is zero everywhere: check the mask and the k-space data.")
     y = measured[None] / scale
     zero_filled = zero_filled / scale
-    cg_sense, _ = conjugate_gradient(operator.normal, zero_filled, cg_iterations)
+    cg_estimate = cg_sense(operator, zero_filled, cg_iterations)
     x_true = to_channels(truth[None] / scale)
     info.update(
         scale=scale,
@@ -257,7 +257,7 @@ def mri(
         image_shape=(2, height, width),
         x_true=x_true,
         init=to_channels(zero_filled),
-        baselines={"zero_filled": to_channels(zero_filled), "cg_sense": to_channels(cg_sense)},
+        baselines={"zero_filled": to_channels(zero_filled), "cg_sense": to_channels(cg_estimate)},
         to_domain=to_complex,
         from_domain=to_channels,
         to_display=functools.partial(support_magnitude, operator=operator),
