@@ -22,6 +22,7 @@ import functools
 import logging
 import numbers
 import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -199,48 +200,15 @@ def mri(
     check_integer("task.cg_iterations", cg_iterations, 1, MAX_BASELINE_STEPS)
     espirit = espirit_options(espirit or {})
     if file is None:
-        x, true_maps = simulate_coil_images(image, size, coils, phase, index)
-        coil_images = true_maps * x
-        kspace = add_gaussian(fft2c(coil_images), noise, noise_seed) if noise > 0 else fft2c(coil_images)
-        truth, given_maps = rss(coil_images).to(torch.complex64), true_maps  # = |x|, as Σ_c |S_c|² = 1
-        info = {"source": "simulation", "image": str(image), "coils": coils, "noise": noise, "phase": phase}
-        calibration = None  # the measured k-space's own centre
+        acquisition = simulate_acquisition(image, size, coils, phase, noise, noise_seed, index)
     else:
-        raw, file_maps, info = load_fastmri_slice(file, slice)
-        shape = crop_shape(size, tuple(raw.shape[-2:]))
-        coil_images = center_crop(ifft2c(raw), shape)
-        kspace = fft2c(coil_images)
-        truth = rss(coil_images).to(torch.complex64)  # fastMRI's reconstruction_rss
-        given_maps = center_crop(file_maps, shape) if file_maps is not None else None
-        # Calibrate on the acquired (raw) FOV, whose centre lines a scanner measures, then crop the maps:
-        # cropped coil images are not periodic, so ESPIRiT on the cropped k-space misfits at the edges.
-        calibration = (raw, centre_columns(raw.shape[-1], center_fraction))
-        info["source"] = "fastmri"
-
-    height, width = kspace.shape[-2:]
-    columns = column_mask(mask, width, acceleration, center_fraction, mask_seed, density_power)
-    full_mask = columns.expand(height, width).clone()
-    measured = kspace * full_mask
-
-    if maps == "given":
-        if given_maps is None:
-            raise UserError(f"'{file}' has no 'sens_maps' dataset: use task.maps=espirit.")
-        coil_maps = given_maps
-    elif kspace.shape[0] == 1:
-        coil_maps = torch.ones_like(kspace)  # single coil: no sensitivity weighting
-    else:
-        kspace_centre, centre = calibration or (measured, columns)
-        coil_maps = center_crop(estimate_maps(kspace_centre, centre, espirit or {}), (height, width))
-
-    operator = MultiCoilMRI(coil_maps, full_mask)
-    zero_filled = operator.adjoint(measured[None])
-    scale = float(zero_filled.abs().max())
-    if not scale > 0:
-        raise UserError("The zero-filled reconstruction is zero everywhere: check the mask and the k-space data.")
-    y = measured[None] / scale
-    zero_filled = zero_filled / scale
-    cg_estimate = cg_sense(operator, zero_filled, cg_iterations)
-    x_true = to_channels(truth[None] / scale)
+        acquisition = read_acquisition(file, slice, size, center_fraction)
+    columns, full_mask, measured = undersample(
+        acquisition.kspace, mask, acceleration, center_fraction, mask_seed, density_power
+    )
+    operator = MultiCoilMRI(coil_maps(maps, acquisition, measured, columns, espirit, file), full_mask)
+    y, zero_filled, scale = scale_measurement(operator, measured)
+    info = acquisition.info
     info.update(
         scale=scale,
         mask=mask,
@@ -248,14 +216,105 @@ def mri(
         center_fraction=center_fraction,
         sampled_fraction=float(columns.mean()),
         maps=maps,
-        shape=[height, width],
+        shape=list(measured.shape[-2:]),
     )
+    return mri_problem(operator, y, zero_filled, acquisition.truth, scale, cg_iterations, info)
+
+
+@dataclass
+class Acquisition:
+    """One fully sampled multi-coil slice, before undersampling."""
+
+    kspace: torch.Tensor  # (C, H, W) complex, at the task's size
+    truth: torch.Tensor  # (H, W) complex; only its magnitude is compared
+    given_maps: torch.Tensor | None  # the file's or the simulation's coil maps, if any
+    # ESPIRiT's calibration data, (k-space, its fully sampled columns); None: the measured k-space's own centre.
+    calibration: tuple[torch.Tensor, torch.Tensor] | None
+    info: dict
+
+
+def simulate_acquisition(image: str, size, coils: int, phase: float, noise: float, noise_seed: int, index: int):
+    """Coil images of a built-in or file image under birdcage maps, with complex Gaussian k-space noise."""
+    x, true_maps = simulate_coil_images(image, size, coils, phase, index)
+    coil_images = true_maps * x
+    kspace = add_gaussian(fft2c(coil_images), noise, noise_seed) if noise > 0 else fft2c(coil_images)
+    truth = rss(coil_images).to(torch.complex64)  # = |x|, as Σ_c |S_c|² = 1
+    info = {"source": "simulation", "image": str(image), "coils": coils, "noise": noise, "phase": phase}
+    return Acquisition(kspace, truth, true_maps, None, info)
+
+
+def read_acquisition(file: str, slice_index: int | None, size, center_fraction: float) -> Acquisition:
+    """A fastMRI slice's coil images, centre-cropped to ``size``; its RSS is the ground truth."""
+    raw, file_maps, info = load_fastmri_slice(file, slice_index)
+    shape = crop_shape(size, tuple(raw.shape[-2:]))
+    coil_images = center_crop(ifft2c(raw), shape)
+    kspace = fft2c(coil_images)
+    truth = rss(coil_images).to(torch.complex64)  # fastMRI's reconstruction_rss
+    given_maps = center_crop(file_maps, shape) if file_maps is not None else None
+    # Calibrate on the acquired (raw) FOV, whose centre lines a scanner measures, then crop the maps:
+    # cropped coil images are not periodic, so ESPIRiT on the cropped k-space misfits at the edges.
+    calibration = (raw, centre_columns(raw.shape[-1], center_fraction))
+    info["source"] = "fastmri"
+    return Acquisition(kspace, truth, given_maps, calibration, info)
+
+
+def undersample(
+    kspace: torch.Tensor, mask: str, acceleration, center_fraction: float, mask_seed: int, density_power: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The sampled columns (W,), the mask (H, W) and the measured (masked) k-space (C, H, W)."""
+    height, width = kspace.shape[-2:]
+    columns = column_mask(mask, width, acceleration, center_fraction, mask_seed, density_power)
+    full_mask = columns.expand(height, width).clone()
+    return columns, full_mask, kspace * full_mask
+
+
+def coil_maps(
+    maps: str,
+    acquisition: Acquisition,
+    measured: torch.Tensor,
+    columns: torch.Tensor,
+    espirit: dict,
+    file: str | None,
+) -> torch.Tensor:
+    """The operator's coil maps (C, H, W): the given ones, ones for a single coil, or ESPIRiT's."""
+    if maps == "given":
+        if acquisition.given_maps is None:
+            raise UserError(f"'{file}' has no 'sens_maps' dataset: use task.maps=espirit.")
+        return acquisition.given_maps
+    if measured.shape[0] == 1:
+        return torch.ones_like(acquisition.kspace)  # single coil: no sensitivity weighting
+    kspace_centre, centre = acquisition.calibration or (measured, columns)
+    return center_crop(estimate_maps(kspace_centre, centre, espirit), tuple(measured.shape[-2:]))
+
+
+def scale_measurement(operator: MultiCoilMRI, measured: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """y and the zero-filled reconstruction divided by the latter's maximum magnitude, and that scale."""
+    zero_filled = operator.adjoint(measured[None])
+    scale = float(zero_filled.abs().max())
+    if not scale > 0:
+        raise UserError("The zero-filled reconstruction is zero everywhere: check the mask and the k-space data.")
+    return measured[None] / scale, zero_filled / scale, scale
+
+
+def mri_problem(
+    operator: MultiCoilMRI,
+    y: torch.Tensor,
+    zero_filled: torch.Tensor,
+    truth: torch.Tensor,
+    scale: float,
+    cg_iterations: int,
+    info: dict,
+) -> InverseProblem:
+    """The task in network space (real, imaginary channels), with the zero-filled and CG-SENSE baselines;
+    ``y`` and ``zero_filled`` are already divided by ``scale``, ``truth`` is not."""
+    height, width = zero_filled.shape[-2:]
+    cg_estimate = cg_sense(operator, zero_filled, cg_iterations)
     return InverseProblem(
         name="mri",
         operator=operator,
         y=y,
         image_shape=(2, height, width),
-        x_true=x_true,
+        x_true=to_channels(truth[None] / scale),
         init=to_channels(zero_filled),
         baselines={"zero_filled": to_channels(zero_filled), "cg_sense": to_channels(cg_estimate)},
         to_domain=to_complex,
