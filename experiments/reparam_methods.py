@@ -64,7 +64,7 @@ def compose(overrides: list[str], args, name: str, steps: int):
 
 def salt_and_pepper(problem, amount: float, seed: int):
     """The task's clean image with ``amount`` of its pixels set to 0 or 1 (skimage's s&p), as a new problem."""
-    from untrained.data.problem import InverseProblem
+    from untrained.problem import InverseProblem
 
     clean = problem.x_true
     corrupted = random_noise(clean[0].numpy(), mode="s&p", amount=amount, rng=seed).astype(np.float32)

@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from untrained.data.analytic_1d import deconvolution_1d, integration_1d, integration_matrix, tikhonov, truncated_svd
-from untrained.data.problem import InverseProblem
+from untrained.baselines.linear import tikhonov, truncated_svd
 from untrained.errors import UserError
 from untrained.methods.adp import AnalyticDeepPrior, hypergradient, upper_objective
 from untrained.networks.unrolled_pg import UnrolledProximalGradient
 from untrained.operators.base import adjointness_error
 from untrained.operators.blur import Blur
+from untrained.problem import InverseProblem
 from untrained.run import build_module
+from untrained.tasks.analytic_1d import deconvolution_1d, integration_1d, integration_matrix
 from untrained.train import train
 
 ADP_FAST = [

@@ -458,7 +458,7 @@ NAN = np.array([[1.0, np.nan], [1.0, 1.0]], np.float32)
 OBJECTS = np.array([{}, 1], object)
 # id → (group, writer, a fragment the message must hold)
 LOADER_CASES = {
-    # images (every image task reads them through data/images.py)
+    # images (every image task reads them through tasks/images.py)
     "image:empty-folder": ("denoising", image(lambda t: folder(t / "empty")), "holds no files"),
     "image:folder-index": (
         "denoising",

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from untrained.data.ct import ct, dicom_series, hounsfield_to_normalised, load_ct_image, random_ellipses
 from untrained.errors import UserError
 from untrained.operators.base import adjointness_error, operator_norm
 from untrained.operators.ct import RayTransform, view_angles
+from untrained.operators.generators.phantoms import random_ellipses
+from untrained.tasks.ct import ct, dicom_series, hounsfield_to_normalised, load_ct_image
 from untrained.train import train
 
 

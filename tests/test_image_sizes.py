@@ -183,7 +183,8 @@ def test_file_sizes_are_kept_with_size_null(make_cfg, tmp_path):
 def test_raw_mri_file_at_its_odd_size(make_cfg, tmp_path):
     import h5py
 
-    from untrained.data.mri import fft2c, simulate_coil_images
+    from untrained.operators.mri import fft2c
+    from untrained.tasks.mri import simulate_coil_images
 
     x, maps = simulate_coil_images("shepp_logan_phantom", [45, 37], 4, phase=0.5)
     path = tmp_path / "raw.h5"

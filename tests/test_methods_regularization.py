@@ -11,10 +11,10 @@ from omegaconf import OmegaConf
 
 from tests.conftest import compose_config
 from untrained.callbacks.early_stopping import ExponentialVarianceStopping, WindowedVarianceStopping
-from untrained.data.problem import InverseProblem
 from untrained.methods.aseqdip import data_consistency
-from untrained.methods.tv import total_variation
 from untrained.operators.mri import MultiCoilMRI, fft2c, ifft2c
+from untrained.problem import InverseProblem
+from untrained.regularizers import total_variation
 from untrained.run import build_module
 from untrained.train import train
 

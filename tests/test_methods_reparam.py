@@ -11,14 +11,14 @@ import torch
 from skimage.util import random_noise
 from torch import nn
 
-from untrained.data.images import load_image
-from untrained.data.problem import InverseProblem
 from untrained.methods.deepred import DeepRED, NonLocalMeans
 from untrained.methods.dop import DoubleOverParameterization
 from untrained.networks.deep_decoder import DeepDecoder
 from untrained.networks.skip import SkipNet
 from untrained.operators.base import Identity
+from untrained.problem import InverseProblem
 from untrained.run import build_module
+from untrained.tasks.images import load_image
 from untrained.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

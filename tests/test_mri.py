@@ -9,11 +9,12 @@ import pytest
 import torch
 from fastmri.data.transforms import center_crop as fastmri_center_crop
 
-from untrained.data.espirit import calibration_region, espirit_maps
-from untrained.data.mri import birdcage_maps, column_mask, mri, simulate_coil_images
 from untrained.errors import UserError
 from untrained.operators.base import adjointness_error, conjugate_gradient, euclidean_norm, mean_squared_magnitude
+from untrained.operators.generators.coils import birdcage_maps, calibration_region, espirit_maps
+from untrained.operators.generators.masks import column_mask
 from untrained.operators.mri import MultiCoilMRI, fft2c, ifft2c
+from untrained.tasks.mri import mri, simulate_coil_images
 from untrained.train import train
 
 HEADER = """<?xml version="1.0" encoding="utf-8"?>

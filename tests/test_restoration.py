@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from untrained.data.deblurring import deblurring
-from untrained.data.inpainting import make_mask
-from untrained.data.noise import apply_noise
 from untrained.errors import UserError
 from untrained.operators.base import adjointness_error
 from untrained.operators.blur import Blur, blur, make_kernel
+from untrained.operators.generators.masks import make_mask
 from untrained.operators.inpainting import Mask
+from untrained.operators.noise import apply_noise
 from untrained.operators.super_resolution import Downsample, downsampling_kernel
+from untrained.tasks.deblurring import deblurring
 from untrained.train import train
 
 KERNELS = [
@@ -163,7 +163,7 @@ def test_short_dip_run_beats_degraded_input(make_cfg, task, overrides, degraded)
 
 
 def test_denoising_accepts_other_noise_models():
-    from untrained.data.denoising import denoising
+    from untrained.tasks.denoising import denoising
 
     problem = denoising("camera", size=32, noise="salt_pepper", noise_level=0.2, noise_seed=1)
     corrupted = problem.y != problem.x_true

@@ -31,13 +31,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from experiments.adp.common import FIGURES, fit, save_json  # noqa: E402
-from untrained.data.images import load_image  # noqa: E402
-from untrained.data.noise import add_gaussian  # noqa: E402
-from untrained.data.problem import InverseProblem  # noqa: E402
 from untrained.fit.module import UntrainedModule  # noqa: E402
 from untrained.methods.adp import AnalyticDeepPrior, hypergradient, upper_objective  # noqa: E402
 from untrained.networks.unrolled_pg import UnrolledProximalGradient  # noqa: E402
 from untrained.operators.blur import Blur, gaussian_kernel  # noqa: E402
+from untrained.operators.noise import add_gaussian  # noqa: E402
+from untrained.problem import InverseProblem  # noqa: E402
+from untrained.tasks.images import load_image  # noqa: E402
 
 TOL = 1e-4  # lower-level tolerance (gradient norm) of the compared reconstructions x(A) and x(B)
 

@@ -13,7 +13,7 @@ When the run starts again in the same run directory, ``train()`` resumes from ``
 
 A checkpoint holds what Lightning saves (network, optimizer, all buffers of the module and the method:
 z, averages, masks, the best iterate; loop progress and step; every callback's ``state_dict``) plus the
-module's host-side history and the RNG streams (:func:`rng_states`), so that a resumed CPU run ends
+module's host-side history and the RNG streams (:func:`untrained.rng.rng_states`), so that a resumed CPU run ends
 bit-for-bit like an uninterrupted one. Writes go to a temporary file that is renamed over the last
 checkpoint, so a crash while writing never leaves a corrupt one.
 """
@@ -22,15 +22,11 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
-
-import numpy as np
-import torch
 
 from untrained.callbacks.base import StepCallback
 
@@ -47,28 +43,6 @@ class RunInterrupted(SystemExit):
     A ``SystemExit`` on purpose: Hydra's job runner and submitit record ordinary exceptions as a finished,
     failed job, whereas an interrupted run must simply end so that its requeued job resumes.
     """
-
-
-def rng_states() -> dict:
-    """The torch (CPU and CUDA), numpy and Python RNG states, in types ``torch.load(weights_only=True)`` reads."""
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    version, python_state, gauss_next = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
-        "python": [version, list(python_state), gauss_next],
-    }
-
-
-def set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    kind, keys, position, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-    version, python_state, gauss_next = states["python"]
-    random.setstate((version, tuple(python_state), gauss_next))
 
 
 def slurm_job_id() -> str | None:

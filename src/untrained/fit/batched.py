@@ -29,13 +29,13 @@ from torch.func import functional_call, replace_all_batch_norm_modules_, stack_m
 from torch.utils._pytree import tree_map
 
 from untrained.callbacks.base import ReportingCallback
-from untrained.data.problem import InverseProblem
 from untrained.errors import UserError
 from untrained.fit.base import TrackedFit
 from untrained.fit.loop import step_tools
 from untrained.fit.module import UntrainedModule
 from untrained.fit.tracker import Tracker
 from untrained.methods.base import Method, StepOutput
+from untrained.problem import InverseProblem
 from untrained.speed.policy import FORWARD_SWITCHES, Performance
 from untrained.speed.runner import StepRunner
 

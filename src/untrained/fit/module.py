@@ -10,14 +10,14 @@ import torch
 from torch import nn
 
 from untrained.callbacks.base import StepCallback
-from untrained.callbacks.checkpoint import rng_states, set_rng_states
-from untrained.data.problem import InverseProblem
 from untrained.errors import UserError
 from untrained.fit.base import TrackedFit
 from untrained.fit.loop import step_tools
 from untrained.fit.tracker import Tracker
 from untrained.methods.base import Method, StepOutput
 from untrained.networks.base import ImageNetwork
+from untrained.problem import InverseProblem
+from untrained.rng import rng_states, set_rng_states
 from untrained.speed.policy import Performance
 from untrained.speed.runner import StepRunner
 

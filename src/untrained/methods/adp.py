@@ -34,11 +34,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_at_least, check_choice, check_in_range, check_integer, check_positive
 from untrained.methods.base import Method, StepOutput
 from untrained.networks.unrolled_pg import UnrolledProximalGradient
 from untrained.operators.base import conjugate_gradient, operator_norm
+from untrained.problem import InverseProblem
 
 SOLVERS = ("unrolled", "ift", "maid")
 INITS = ("zeros", "noise", "measurement")

@@ -22,11 +22,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_at_least, check_choice, check_integer
 from untrained.methods.base import Method, StepOutput
 from untrained.networks.base import crop_to, pad_to
 from untrained.operators.base import euclidean_norm, mean_squared_magnitude
+from untrained.problem import InverseProblem
 
 LOSS_FORMS = ("mse", "norm")
 DATA_CONSISTENCY = ("auto", "always", "never")

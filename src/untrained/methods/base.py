@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_at_least, check_in_range, check_integer, check_positive
 from untrained.networks.base import MAX_CHANNELS, pad_to
+from untrained.problem import InverseProblem
 
 OPTIMIZERS = {
     "adam": torch.optim.Adam,

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from untrained.data.noise import gaussian_sigma
-from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_at_least, check_integer, check_number, check_positive
 from untrained.methods.base import Method, StepOutput
+from untrained.operators.noise import gaussian_sigma
+from untrained.problem import InverseProblem
 
 
 def per_channel(denoise: Callable[[np.ndarray], np.ndarray], image: torch.Tensor) -> torch.Tensor:

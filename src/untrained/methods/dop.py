@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_positive
 from untrained.methods.base import Method, StepOutput
 from untrained.operators.base import mean_squared_magnitude
 from untrained.outputs import save_png
+from untrained.problem import InverseProblem
 
 
 class DoubleOverParameterization(Method):

@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_at_least, check_choice
 from untrained.methods.base import Method, StepOutput
-from untrained.methods.tv import TV_KINDS, total_variation
+from untrained.problem import InverseProblem
+from untrained.regularizers import TV_KINDS, total_variation
 
 BATCH_NORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_at_least, check_in_range, check_integer, check_positive
 from untrained.methods.base import Method, StepOutput
 from untrained.methods.tv import TVDIP
 from untrained.networks.base import crop_to, pad_to
+from untrained.operators.generators.phantoms import random_ellipses, simulate_sinogram
+from untrained.problem import InverseProblem
 
 CHECKPOINT_NAME = "edip_pretrained.pt"
 MAX_BATCH_SIZE = 1024  # synthetic pairs per step (the reference: 32)
@@ -76,8 +77,6 @@ class EDIPPretrain(Method):
     @torch.no_grad()
     def synthetic_pair(self, problem: InverseProblem, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(network input, target) for one random-ellipse phantom, both (1, *image_shape)."""
-        from untrained.data.ct import random_ellipses, simulate_sinogram
-
         grid = problem.image_shape[1:]
         target = torch.zeros(1, *problem.image_shape)  # ellipses in the first channel (MRI: the real part)
         target[0, 0] = crop_to(torch.from_numpy(random_ellipses(max(grid), seed, self.ellipses)), grid)

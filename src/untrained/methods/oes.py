@@ -31,9 +31,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_at_least, check_in_range, check_integer, check_positive
 from untrained.methods.base import Method, StepOutput
+from untrained.problem import InverseProblem
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from untrained.data.problem import InverseProblem
 from untrained.errors import UserError, check_at_least, check_choice, check_integer
 from untrained.methods.base import Method, StepOutput
 from untrained.networks.base import crop_to
+from untrained.problem import InverseProblem
 
 NORMS = ("l1", "l2")
 MAX_PERTURBATIONS = 1024  # K copies of the input go through the network as one batch

@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from untrained.errors import UserError, check_at_least, check_choice, check_integer, check_positive
-from untrained.methods.tv import total_variation
 from untrained.networks.base import Network
 from untrained.operators.base import LinearOperator, operator_norm
+from untrained.regularizers import total_variation
 
 REGULARIZERS = ("l2", "elastic_net", "tv")
 LEARNABLE_BUFFERS = ("matrix", "kernel")

@@ -15,9 +15,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from untrained.data.problem import InverseProblem
 from untrained.methods.base import StepOutput
 from untrained.networks.base import Network
+from untrained.problem import InverseProblem
 from untrained.speed.compile import CompiledWithFallback
 from untrained.speed.graph import StepGraph, graph_recorded
 from untrained.speed.policy import FORWARD_SWITCHES, Performance

@@ -15,47 +15,25 @@ import numpy as np
 import torch
 from skimage.transform import resize
 
-from untrained.data.baselines import tv_reconstruction
-from untrained.data.images import fit_size, load_image, resolve_path
-from untrained.data.problem import InverseProblem
+from untrained.baselines.tv import tv_reconstruction
 from untrained.errors import (
     UserError,
     check_array,
-    check_at_least,
     check_in_range,
     check_integer,
-    check_positive,
     read_npy,
 )
 from untrained.operators.ct import RayTransform
+from untrained.operators.generators.phantoms import MU_AIR, MU_MAX, MU_WATER, random_ellipses, simulate_sinogram
+from untrained.problem import InverseProblem
+from untrained.tasks.images import fit_size, load_image, resolve_path
 
-MU_WATER, MU_AIR, MU_MAX = 20.0, 0.02, 81.35858  # m⁻¹
-FIELD_OF_VIEW = 0.26  # m, the side of the reconstructed square
 MAX_SIZE = 4096  # pixels per side (clinical CT slices are 512²)
 
 
 def hounsfield_to_normalised(hu: np.ndarray) -> np.ndarray:
     mu = MU_WATER + hu / 1000.0 * (MU_WATER - MU_AIR)
     return np.clip(mu / MU_MAX, 0.0, 1.0).astype(np.float32)
-
-
-def random_ellipses(size: int, seed: int, count: int = 12) -> np.ndarray:
-    """A seeded phantom of overlapping ellipses with random intensities in a disc (Educated DIP's data)."""
-    rng = np.random.default_rng(seed)
-    coords = np.linspace(-1, 1, size)
-    x, y = np.meshgrid(coords, coords, indexing="xy")
-    image = np.zeros((size, size))
-    for _ in range(count):
-        value = rng.uniform(-0.4, 1.0)
-        a, b = rng.uniform(0.05, 0.5, size=2)
-        cx, cy = rng.uniform(-0.6, 0.6, size=2)
-        angle = rng.uniform(0, np.pi)
-        xr = (x - cx) * np.cos(angle) + (y - cy) * np.sin(angle)
-        yr = -(x - cx) * np.sin(angle) + (y - cy) * np.cos(angle)
-        image[(xr / a) ** 2 + (yr / b) ** 2 <= 1] += value
-    image *= x**2 + y**2 <= 0.95**2
-    image = np.clip(image, 0, None)
-    return (image / max(image.max(), 1e-6)).astype(np.float32)
 
 
 def read_dicom_slice(path: Path) -> np.ndarray:
@@ -129,27 +107,6 @@ def load_ct_image(image: str, size: int | None, index: int, seed: int) -> np.nda
         return array
     array = fit_size(array, size)
     return resize(array, (size, size), preserve_range=True).astype(np.float32) if array.shape != (size, size) else array
-
-
-def simulate_sinogram(
-    operator: RayTransform, x: torch.Tensor, photons: float | None, gaussian_std: float, seed: int
-) -> torch.Tensor:
-    """Post-log line integrals (of the normalised operator) with Poisson and Gaussian noise."""
-    clean = operator(x)
-    if photons is None and gaussian_std == 0:
-        return clean
-    generator = torch.Generator().manual_seed(seed)
-    noisy = clean
-    if photons is not None:
-        check_positive("task.photons (incident photons per ray, or null)", photons)
-        # Physical line integrals: normalised sinogram × ||R|| × μ_max × (field of view / 2, the ODL extent unit).
-        to_physical = operator.norm * MU_MAX * FIELD_OF_VIEW / 2
-        counts = torch.poisson(photons * torch.exp(-clean * to_physical), generator=generator)
-        noisy = -torch.log(counts.clamp(min=0.1) / photons) / to_physical
-    check_at_least("task.gaussian_std", gaussian_std, 0)
-    if gaussian_std > 0:
-        noisy = noisy + gaussian_std * clean.abs().max() * torch.randn(clean.shape, generator=generator)
-    return noisy
 
 
 def ct(

@@ -1,4 +1,7 @@
-"""ESPIRiT coil-sensitivity estimation from the autocalibration (ACS) region (Uecker et al., MRM 2014).
+"""Coil sensitivity maps of multi-coil MRI: synthetic birdcage maps and a smooth image phase for simulations,
+and ESPIRiT estimation from the autocalibration (ACS) region (Uecker et al., MRM 2014).
+
+ESPIRiT:
 
 1. The calibration matrix holds every kernel-sized patch (all coils) of the fully sampled k-space centre.
 2. Its dominant right singular vectors (singular value > ``threshold`` × the largest) span the signal
@@ -17,11 +20,45 @@ Defaults are sigpy's ``EspiritCalib`` (calib width 24, kernel 6, threshold 0.02,
 
 from __future__ import annotations
 
+import logging
+import math
+
 import torch
 
-from untrained.errors import UserError
+from untrained.errors import UserError, check_in_range, check_integer
+
+log = logging.getLogger(__name__)
 
 
+# Synthetic coils --------------------------------------------------------------------------------------
+def birdcage_maps(coils: int, shape: tuple[int, int], radius: float = 1.5) -> torch.Tensor:
+    """Smooth synthetic sensitivities (C, H, W): coils on a circle of ``radius`` (FOV half-width units)
+    around the image, magnitude 1/distance and the azimuthal phase of a loop coil (the model of
+    sigpy.mri.birdcage_maps), normalised so that Σ_c |S_c|² = 1 everywhere."""
+    height, width = shape
+    y, x = torch.meshgrid(
+        torch.linspace(-1, 1, height, dtype=torch.float64),
+        torch.linspace(-1, 1, width, dtype=torch.float64),
+        indexing="ij",
+    )
+    maps = []
+    for coil in range(coils):
+        angle = 2 * math.pi * coil / coils
+        dx, dy = x - radius * math.cos(angle), y - radius * math.sin(angle)
+        maps.append(torch.polar(1 / torch.sqrt(dx**2 + dy**2), torch.atan2(dx, -dy) - angle))
+    maps = torch.stack(maps)
+    return (maps / torch.linalg.vector_norm(maps, dim=0)).to(torch.complex64)
+
+
+def smooth_phase(shape: tuple[int, int], amplitude: float) -> torch.Tensor:
+    """A smooth background phase (radians, |φ| ≤ amplitude): a tilt plus a quadratic bowl, as B0 offsets give."""
+    height, width = shape
+    y, x = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+    phase = 0.6 * x + 0.3 * y + 0.4 * (x**2 + y**2) - 0.4
+    return amplitude * phase / phase.abs().max()
+
+
+# ESPIRiT ----------------------------------------------------------------------------------------------
 def acs_columns(column_mask: torch.Tensor) -> tuple[int, int]:
     """[start, stop) of the contiguous block of sampled columns around the k-space centre."""
     sampled = column_mask.bool().tolist()
@@ -116,3 +153,38 @@ def align_phase(maps: torch.Tensor) -> torch.Tensor:
     virtual = torch.einsum("c,chw->hw", vectors[:, -1].conj(), maps)
     phase = torch.where(virtual.abs() > 0, virtual.conj() / virtual.abs().clamp_min(1e-12), torch.ones_like(virtual))
     return maps * phase
+
+
+def espirit_options(options: dict) -> dict:
+    """task.espirit with its defaults, checked."""
+    defaults = {"calib_width": 24, "kernel_size": 6, "threshold": 0.02, "crop": 0.95}
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise UserError(f"Unknown task.espirit option(s) {sorted(unknown)}: choose from {sorted(defaults)}.")
+    options = {**defaults, **options}
+    check_integer("task.espirit.calib_width", options["calib_width"], 3)
+    check_integer("task.espirit.kernel_size", options["kernel_size"], 2)  # shrinks to fit a narrow centre
+    check_in_range("task.espirit.threshold", options["threshold"], 0, 1, high_open=True)
+    check_in_range("task.espirit.crop", options["crop"], 0, 1, high_open=True)
+    return options
+
+
+def estimate_maps(kspace: torch.Tensor, columns: torch.Tensor, options: dict) -> torch.Tensor:
+    """ESPIRiT maps (C, H, W) from the centre of ``kspace`` where ``columns`` are fully sampled; the kernel
+    shrinks to fit a narrow centre (small images)."""
+    options = espirit_options(options)
+    start, stop = acs_columns(columns)
+    acs = min(stop - start, options["calib_width"])
+    if acs < 3:
+        raise UserError(
+            f"Only {acs} fully sampled centre columns; ESPIRiT needs at least 3: raise task.center_fraction "
+            f"or give the maps (task.maps=given)."
+        )
+    kernel = min(options["kernel_size"], max(2, math.ceil(acs / 2)))
+    if kernel < options["kernel_size"]:
+        log.info(
+            "ESPIRiT: %d fully sampled centre columns; kernel %d instead of %d.", acs, kernel, options["kernel_size"]
+        )
+    calib = calibration_region(kspace, columns, options["calib_width"])
+    coil_maps, _ = espirit_maps(calib, tuple(kspace.shape[-2:]), kernel, options["threshold"], options["crop"])
+    return coil_maps

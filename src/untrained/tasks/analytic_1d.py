@@ -22,10 +22,11 @@ import math
 
 import torch
 
-from untrained.data.noise import add_gaussian
-from untrained.data.problem import InverseProblem
+from untrained.baselines.linear import tikhonov, truncated_svd
 from untrained.errors import UserError, check_at_least, check_in_range, check_integer, check_positive
 from untrained.operators.base import MatrixOperator
+from untrained.operators.noise import add_gaussian
+from untrained.problem import InverseProblem
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 SIGNALS = ("singular", "smooth", "piecewise_constant", "piecewise_linear")
@@ -75,20 +76,6 @@ def singular_vector(matrix: torch.Tensor, index: int) -> torch.Tensor:
     check_integer("task.singular_index", index, 0, n - 1)
     u = torch.linalg.svd(matrix)[2][index] * math.sqrt(n)
     return u * torch.sign(u[u.abs().argmax()])
-
-
-def tikhonov(matrix: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
-    """x(A) = (AᵀA + αI)⁻¹ Aᵀy for a batch y of shape (B, m)."""
-    n = matrix.shape[1]
-    normal = matrix.T @ matrix + alpha * torch.eye(n, dtype=matrix.dtype)
-    return torch.linalg.solve(normal, (y @ matrix).T).T
-
-
-def truncated_svd(matrix: torch.Tensor, y: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Σ_{σ_i ≥ threshold} σ_i⁻¹ ⟨y, v_i⟩ u_i for a batch y of shape (B, m)."""
-    v, sigma, ut = torch.linalg.svd(matrix)
-    keep = sigma >= threshold
-    return ((y @ v[:, keep]) / sigma[keep]) @ ut[keep]
 
 
 def noise_std(clean: torch.Tensor, delta: float, snr_db: float | None) -> float:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from untrained.data.images import load_image
-from untrained.data.noise import apply_noise
-from untrained.data.problem import InverseProblem
+from untrained.baselines.interpolation import bicubic
 from untrained.metrics import psnr
+from untrained.operators.noise import apply_noise
 from untrained.operators.super_resolution import Downsample
+from untrained.problem import InverseProblem
+from untrained.tasks.images import load_image
 
 
 def luminance(x: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,7 @@ def super_resolution(
     operator = Downsample(factor, shape, kernel)
     with torch.no_grad():
         y = apply_noise(operator(x_true), noise, noise_level, noise_seed)
-    bicubic = F.interpolate(y, size=shape[1:], mode="bicubic", align_corners=False).clamp(0, 1)
+    upsampled = bicubic(y, shape[1:])
     crop = factor if border_crop else 0
 
     def luminance_psnr(x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -55,8 +55,8 @@ def super_resolution(
         y=y,
         image_shape=shape,
         x_true=x_true,
-        init=bicubic,
-        baselines={"bicubic": bicubic},
+        init=upsampled,
+        baselines={"bicubic": upsampled},
         extra_metrics=luminance_psnr,
         info={"image": image, "factor": factor, "kernel": kernel},
     )

@@ -1,23 +1,14 @@
 """Denoising: y = x + n, A = I (Ulyanov et al. 2018, Sec. 4); Gaussian by default, or any model of
-:mod:`untrained.data.noise` (e.g. salt-and-pepper for DOP)."""
+:mod:`untrained.operators.noise` (e.g. salt-and-pepper for DOP)."""
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from skimage.restoration import denoise_tv_chambolle
-
-from untrained.data.images import load_image
-from untrained.data.noise import apply_noise, gaussian_sigma
-from untrained.data.problem import InverseProblem
+from untrained.baselines.tv import tv_denoise
 from untrained.errors import check_at_least, check_positive
 from untrained.operators.base import Identity
-
-
-def tv_denoise(noisy: torch.Tensor, weight: float) -> torch.Tensor:
-    image = noisy[0].permute(1, 2, 0).numpy()
-    out = denoise_tv_chambolle(image, weight=weight, channel_axis=-1)
-    return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).permute(2, 0, 1)[None]
+from untrained.operators.noise import apply_noise, gaussian_sigma
+from untrained.problem import InverseProblem
+from untrained.tasks.images import load_image
 
 
 def denoising(

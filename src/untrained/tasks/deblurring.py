@@ -5,26 +5,13 @@ from __future__ import annotations
 
 import torch
 
-from untrained.data.baselines import tv_reconstruction
-from untrained.data.images import load_image
-from untrained.data.noise import apply_noise
-from untrained.data.problem import InverseProblem
+from untrained.baselines.linear import wiener_deconvolution
+from untrained.baselines.tv import tv_reconstruction
 from untrained.errors import check_positive
 from untrained.operators.blur import Blur, SaturatedBlur, make_kernel
-
-
-def wiener_deconvolution(y: torch.Tensor, operator: Blur, alpha: float) -> torch.Tensor:
-    """Tikhonov-regularised inverse filter conj(K) Y / (|K|² + α) under the circular model."""
-    transfer = operator.transfer_function()
-    if tuple(y.shape[1:]) != operator.domain_shape:  # valid boundary: embed the smaller data
-        dh, dw = (operator.domain_shape[1] - y.shape[-2]) // 2, (operator.domain_shape[2] - y.shape[-1]) // 2
-        y = torch.nn.functional.pad(
-            y,
-            (dw, operator.domain_shape[2] - y.shape[-1] - dw, dh, operator.domain_shape[1] - y.shape[-2] - dh),
-            mode="replicate",
-        )
-    spectrum = torch.fft.fft2(y) * transfer.conj() / (transfer.abs() ** 2 + alpha)
-    return torch.fft.ifft2(spectrum).real
+from untrained.operators.noise import apply_noise
+from untrained.problem import InverseProblem
+from untrained.tasks.images import load_image
 
 
 def deblurring(

@@ -20,33 +20,30 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import numbers
 import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from untrained.data.baselines import MAX_BASELINE_STEPS
-from untrained.data.espirit import acs_columns, calibration_region, espirit_maps
-from untrained.data.images import image_size, load_image
-from untrained.data.noise import add_gaussian
-from untrained.data.problem import InverseProblem
-from untrained.errors import UserError, check_array, check_at_least, check_in_range, check_integer, check_number
-from untrained.operators.base import conjugate_gradient
+from untrained.baselines import MAX_BASELINE_STEPS
+from untrained.baselines.linear import cg_sense
+from untrained.errors import UserError, check_array, check_at_least, check_integer, check_number
+from untrained.operators.generators.coils import birdcage_maps, espirit_options, estimate_maps, smooth_phase
+from untrained.operators.generators.masks import centre_columns, column_mask
 from untrained.operators.mri import MultiCoilMRI, fft2c, ifft2c, rss
+from untrained.operators.noise import add_gaussian
+from untrained.problem import InverseProblem
+from untrained.tasks.images import image_size, load_image
 
 log = logging.getLogger(__name__)
 
-FASTMRI_MASKS = ("random", "equispaced", "equispaced_fraction")
-MASKS = (*FASTMRI_MASKS, "variable_density")
 MAX_COILS = 128  # receive coils (fastMRI's knee files: 15)
-MAX_DENSITY_POWER = 20.0  # (1 - |k|/k_max)^p stays above float64's smallest number at the edge (1e-6^20)
 ISMRMRD_NAMESPACE = "{http://www.ismrm.org/ISMRMRD}"
 
 
-# Representations -------------------------------------------------------------------------------------
+# Representations --------------------------------------------------------------------------------------
 def to_complex(x: torch.Tensor) -> torch.Tensor:
     """(B, 2, H, W) real/imaginary channels → complex64 (B, H, W) (also from bf16/fp16 autocast outputs)."""
     return torch.complex(x[:, 0].float(), x[:, 1].float())
@@ -64,84 +61,7 @@ def support_magnitude(x: torch.Tensor, operator: MultiCoilMRI) -> torch.Tensor:
     return torch.hypot(x[:, :1], x[:, 1:]) * operator.support
 
 
-# Masks -----------------------------------------------------------------------------------------------
-def column_mask(
-    kind: str, num_cols: int, acceleration: int, center_fraction: float, seed: int, density_power: float = 2.0
-) -> torch.Tensor:
-    """A 0/1 mask of the k-space columns (phase encodes); the same seed gives the same mask."""
-    if kind not in MASKS:
-        raise UserError(f"Unknown task.mask '{kind}': choose one of {', '.join(MASKS)}.")
-    if kind in FASTMRI_MASKS:  # fastMRI's mask functions take whole accelerations
-        check_integer(f"task.acceleration (at most the {num_cols} k-space columns)", acceleration, 1, num_cols)
-    check_in_range(f"task.acceleration (at most the {num_cols} k-space columns)", acceleration, 1, num_cols)
-    check_in_range("task.center_fraction", center_fraction, 0, 1, low_open=True)
-    check_in_range("task.density_power", density_power, 0, MAX_DENSITY_POWER)
-    if kind == "variable_density":
-        return variable_density_mask(num_cols, acceleration, center_fraction, seed, density_power)
-    from fastmri.data.subsample import create_mask_for_mask_type
-
-    mask_func = create_mask_for_mask_type(kind, [center_fraction], [int(acceleration)])
-    mask, _ = mask_func((1, num_cols, 1), seed=seed)
-    return mask.reshape(num_cols).float()
-
-
-def centre_columns(num_cols: int, center_fraction: float) -> torch.Tensor:
-    """The fully sampled centre alone, placed as fastMRI's ``calculate_center_mask`` places it."""
-    mask = torch.zeros(num_cols)
-    num_low = round(num_cols * center_fraction)
-    start = (num_cols - num_low + 1) // 2
-    mask[start : start + num_low] = 1
-    return mask
-
-
-def variable_density_mask(
-    num_cols: int, acceleration: float, center_fraction: float, seed: int, power: float
-) -> torch.Tensor:
-    """fastMRI's fully sampled centre plus columns drawn without replacement with density (1 - |k|/k_max)^power.
-
-    The polynomial density is Lustig, Donoho & Pauly 2007 (Sparse MRI, genPDF); the number of columns is
-    exactly round(num_cols / acceleration).
-    """
-    mask = centre_columns(num_cols, center_fraction).numpy()
-    num_low = int(mask.sum())
-    outer = np.flatnonzero(mask == 0)
-    wanted = min(max(round(num_cols / acceleration) - num_low, 0), outer.size)
-    if wanted:
-        distance = np.abs(outer - num_cols / 2) / (num_cols / 2)
-        density = np.clip(1 - distance, 1e-6, None) ** power
-        chosen = np.random.default_rng(seed).choice(outer, size=wanted, replace=False, p=density / density.sum())
-        mask[chosen] = 1
-    return torch.from_numpy(mask)
-
-
-# Simulation ------------------------------------------------------------------------------------------
-def birdcage_maps(coils: int, shape: tuple[int, int], radius: float = 1.5) -> torch.Tensor:
-    """Smooth synthetic sensitivities (C, H, W): coils on a circle of ``radius`` (FOV half-width units)
-    around the image, magnitude 1/distance and the azimuthal phase of a loop coil (the model of
-    sigpy.mri.birdcage_maps), normalised so that Σ_c |S_c|² = 1 everywhere."""
-    height, width = shape
-    y, x = torch.meshgrid(
-        torch.linspace(-1, 1, height, dtype=torch.float64),
-        torch.linspace(-1, 1, width, dtype=torch.float64),
-        indexing="ij",
-    )
-    maps = []
-    for coil in range(coils):
-        angle = 2 * math.pi * coil / coils
-        dx, dy = x - radius * math.cos(angle), y - radius * math.sin(angle)
-        maps.append(torch.polar(1 / torch.sqrt(dx**2 + dy**2), torch.atan2(dx, -dy) - angle))
-    maps = torch.stack(maps)
-    return (maps / torch.linalg.vector_norm(maps, dim=0)).to(torch.complex64)
-
-
-def smooth_phase(shape: tuple[int, int], amplitude: float) -> torch.Tensor:
-    """A smooth background phase (radians, |φ| ≤ amplitude): a tilt plus a quadratic bowl, as B0 offsets give."""
-    height, width = shape
-    y, x = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
-    phase = 0.6 * x + 0.3 * y + 0.4 * (x**2 + y**2) - 0.4
-    return amplitude * phase / phase.abs().max()
-
-
+# Simulation -------------------------------------------------------------------------------------------
 def simulate_coil_images(image: str, size, coils: int, phase: float, index: int = 0):
     """The complex image (H, W) x = m·e^{iφ} of a built-in or file image m, and its true coil maps."""
     check_integer("task.coils", coils, 1, MAX_COILS)
@@ -152,7 +72,7 @@ def simulate_coil_images(image: str, size, coils: int, phase: float, index: int 
     return x, birdcage_maps(coils, shape)
 
 
-# fastMRI files ---------------------------------------------------------------------------------------
+# fastMRI files ----------------------------------------------------------------------------------------
 def read_header(raw: bytes | str | None) -> dict:
     """Encoded and reconstruction matrix sizes from an ISMRMRD XML header (empty if missing or unreadable)."""
     if raw is None:
@@ -239,7 +159,7 @@ def center_crop(images: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return images[..., top : top + shape[0], left : left + shape[1]]
 
 
-# Task ------------------------------------------------------------------------------------------------
+# Task -------------------------------------------------------------------------------------------------
 def mri(
     file: str | None = None,
     slice: int | None = None,
@@ -280,48 +200,15 @@ def mri(
     check_integer("task.cg_iterations", cg_iterations, 1, MAX_BASELINE_STEPS)
     espirit = espirit_options(espirit or {})
     if file is None:
-        x, true_maps = simulate_coil_images(image, size, coils, phase, index)
-        coil_images = true_maps * x
-        kspace = add_gaussian(fft2c(coil_images), noise, noise_seed) if noise > 0 else fft2c(coil_images)
-        truth, given_maps = rss(coil_images).to(torch.complex64), true_maps  # = |x|, as Σ_c |S_c|² = 1
-        info = {"source": "simulation", "image": str(image), "coils": coils, "noise": noise, "phase": phase}
-        calibration = None  # the measured k-space's own centre
+        acquisition = simulate_acquisition(image, size, coils, phase, noise, noise_seed, index)
     else:
-        raw, file_maps, info = load_fastmri_slice(file, slice)
-        shape = crop_shape(size, tuple(raw.shape[-2:]))
-        coil_images = center_crop(ifft2c(raw), shape)
-        kspace = fft2c(coil_images)
-        truth = rss(coil_images).to(torch.complex64)  # fastMRI's reconstruction_rss
-        given_maps = center_crop(file_maps, shape) if file_maps is not None else None
-        # Calibrate on the acquired (raw) FOV, whose centre lines a scanner measures, then crop the maps:
-        # cropped coil images are not periodic, so ESPIRiT on the cropped k-space misfits at the edges.
-        calibration = (raw, centre_columns(raw.shape[-1], center_fraction))
-        info["source"] = "fastmri"
-
-    height, width = kspace.shape[-2:]
-    columns = column_mask(mask, width, acceleration, center_fraction, mask_seed, density_power)
-    full_mask = columns.expand(height, width).clone()
-    measured = kspace * full_mask
-
-    if maps == "given":
-        if given_maps is None:
-            raise UserError(f"'{file}' has no 'sens_maps' dataset: use task.maps=espirit.")
-        coil_maps = given_maps
-    elif kspace.shape[0] == 1:
-        coil_maps = torch.ones_like(kspace)  # single coil: no sensitivity weighting
-    else:
-        kspace_centre, centre = calibration or (measured, columns)
-        coil_maps = center_crop(estimate_maps(kspace_centre, centre, espirit or {}), (height, width))
-
-    operator = MultiCoilMRI(coil_maps, full_mask)
-    zero_filled = operator.adjoint(measured[None])
-    scale = float(zero_filled.abs().max())
-    if not scale > 0:
-        raise UserError("The zero-filled reconstruction is zero everywhere: check the mask and the k-space data.")
-    y = measured[None] / scale
-    zero_filled = zero_filled / scale
-    cg_sense, _ = conjugate_gradient(operator.normal, zero_filled, cg_iterations)
-    x_true = to_channels(truth[None] / scale)
+        acquisition = read_acquisition(file, slice, size, center_fraction)
+    columns, full_mask, measured = undersample(
+        acquisition.kspace, mask, acceleration, center_fraction, mask_seed, density_power
+    )
+    operator = MultiCoilMRI(coil_maps(maps, acquisition, measured, columns, espirit, file), full_mask)
+    y, zero_filled, scale = scale_measurement(operator, measured)
+    info = acquisition.info
     info.update(
         scale=scale,
         mask=mask,
@@ -329,54 +216,110 @@ def mri(
         center_fraction=center_fraction,
         sampled_fraction=float(columns.mean()),
         maps=maps,
-        shape=[height, width],
+        shape=list(measured.shape[-2:]),
     )
+    return mri_problem(operator, y, zero_filled, acquisition.truth, scale, cg_iterations, info)
+
+
+@dataclass
+class Acquisition:
+    """One fully sampled multi-coil slice, before undersampling."""
+
+    kspace: torch.Tensor  # (C, H, W) complex, at the task's size
+    truth: torch.Tensor  # (H, W) complex; only its magnitude is compared
+    given_maps: torch.Tensor | None  # the file's or the simulation's coil maps, if any
+    # ESPIRiT's calibration data, (k-space, its fully sampled columns); None: the measured k-space's own centre.
+    calibration: tuple[torch.Tensor, torch.Tensor] | None
+    info: dict
+
+
+def simulate_acquisition(image: str, size, coils: int, phase: float, noise: float, noise_seed: int, index: int):
+    """Coil images of a built-in or file image under birdcage maps, with complex Gaussian k-space noise."""
+    x, true_maps = simulate_coil_images(image, size, coils, phase, index)
+    coil_images = true_maps * x
+    kspace = add_gaussian(fft2c(coil_images), noise, noise_seed) if noise > 0 else fft2c(coil_images)
+    truth = rss(coil_images).to(torch.complex64)  # = |x|, as Σ_c |S_c|² = 1
+    info = {"source": "simulation", "image": str(image), "coils": coils, "noise": noise, "phase": phase}
+    return Acquisition(kspace, truth, true_maps, None, info)
+
+
+def read_acquisition(file: str, slice_index: int | None, size, center_fraction: float) -> Acquisition:
+    """A fastMRI slice's coil images, centre-cropped to ``size``; its RSS is the ground truth."""
+    raw, file_maps, info = load_fastmri_slice(file, slice_index)
+    shape = crop_shape(size, tuple(raw.shape[-2:]))
+    coil_images = center_crop(ifft2c(raw), shape)
+    kspace = fft2c(coil_images)
+    truth = rss(coil_images).to(torch.complex64)  # fastMRI's reconstruction_rss
+    given_maps = center_crop(file_maps, shape) if file_maps is not None else None
+    # Calibrate on the acquired (raw) FOV, whose centre lines a scanner measures, then crop the maps:
+    # cropped coil images are not periodic, so ESPIRiT on the cropped k-space misfits at the edges.
+    calibration = (raw, centre_columns(raw.shape[-1], center_fraction))
+    info["source"] = "fastmri"
+    return Acquisition(kspace, truth, given_maps, calibration, info)
+
+
+def undersample(
+    kspace: torch.Tensor, mask: str, acceleration, center_fraction: float, mask_seed: int, density_power: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The sampled columns (W,), the mask (H, W) and the measured (masked) k-space (C, H, W)."""
+    height, width = kspace.shape[-2:]
+    columns = column_mask(mask, width, acceleration, center_fraction, mask_seed, density_power)
+    full_mask = columns.expand(height, width).clone()
+    return columns, full_mask, kspace * full_mask
+
+
+def coil_maps(
+    maps: str,
+    acquisition: Acquisition,
+    measured: torch.Tensor,
+    columns: torch.Tensor,
+    espirit: dict,
+    file: str | None,
+) -> torch.Tensor:
+    """The operator's coil maps (C, H, W): the given ones, ones for a single coil, or ESPIRiT's."""
+    if maps == "given":
+        if acquisition.given_maps is None:
+            raise UserError(f"'{file}' has no 'sens_maps' dataset: use task.maps=espirit.")
+        return acquisition.given_maps
+    if measured.shape[0] == 1:
+        return torch.ones_like(acquisition.kspace)  # single coil: no sensitivity weighting
+    kspace_centre, centre = acquisition.calibration or (measured, columns)
+    return center_crop(estimate_maps(kspace_centre, centre, espirit), tuple(measured.shape[-2:]))
+
+
+def scale_measurement(operator: MultiCoilMRI, measured: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """y and the zero-filled reconstruction divided by the latter's maximum magnitude, and that scale."""
+    zero_filled = operator.adjoint(measured[None])
+    scale = float(zero_filled.abs().max())
+    if not scale > 0:
+        raise UserError("The zero-filled reconstruction is zero everywhere: check the mask and the k-space data.")
+    return measured[None] / scale, zero_filled / scale, scale
+
+
+def mri_problem(
+    operator: MultiCoilMRI,
+    y: torch.Tensor,
+    zero_filled: torch.Tensor,
+    truth: torch.Tensor,
+    scale: float,
+    cg_iterations: int,
+    info: dict,
+) -> InverseProblem:
+    """The task in network space (real, imaginary channels), with the zero-filled and CG-SENSE baselines;
+    ``y`` and ``zero_filled`` are already divided by ``scale``, ``truth`` is not."""
+    height, width = zero_filled.shape[-2:]
+    cg_estimate = cg_sense(operator, zero_filled, cg_iterations)
     return InverseProblem(
         name="mri",
         operator=operator,
         y=y,
         image_shape=(2, height, width),
-        x_true=x_true,
+        x_true=to_channels(truth[None] / scale),
         init=to_channels(zero_filled),
-        baselines={"zero_filled": to_channels(zero_filled), "cg_sense": to_channels(cg_sense)},
+        baselines={"zero_filled": to_channels(zero_filled), "cg_sense": to_channels(cg_estimate)},
         to_domain=to_complex,
         from_domain=to_channels,
         to_display=functools.partial(support_magnitude, operator=operator),
         data_range=float(truth.abs().max() / scale),
         info=info,
     )
-
-
-def espirit_options(options: dict) -> dict:
-    """task.espirit with its defaults, checked."""
-    defaults = {"calib_width": 24, "kernel_size": 6, "threshold": 0.02, "crop": 0.95}
-    unknown = set(options) - set(defaults)
-    if unknown:
-        raise UserError(f"Unknown task.espirit option(s) {sorted(unknown)}: choose from {sorted(defaults)}.")
-    options = {**defaults, **options}
-    check_integer("task.espirit.calib_width", options["calib_width"], 3)
-    check_integer("task.espirit.kernel_size", options["kernel_size"], 2)  # shrinks to fit a narrow centre
-    check_in_range("task.espirit.threshold", options["threshold"], 0, 1, high_open=True)
-    check_in_range("task.espirit.crop", options["crop"], 0, 1, high_open=True)
-    return options
-
-
-def estimate_maps(kspace: torch.Tensor, columns: torch.Tensor, options: dict) -> torch.Tensor:
-    """ESPIRiT maps (C, H, W) from the centre of ``kspace`` where ``columns`` are fully sampled; the kernel
-    shrinks to fit a narrow centre (small images)."""
-    options = espirit_options(options)
-    start, stop = acs_columns(columns)
-    acs = min(stop - start, options["calib_width"])
-    if acs < 3:
-        raise UserError(
-            f"Only {acs} fully sampled centre columns; ESPIRiT needs at least 3: raise task.center_fraction "
-            f"or give the maps (task.maps=given)."
-        )
-    kernel = min(options["kernel_size"], max(2, math.ceil(acs / 2)))
-    if kernel < options["kernel_size"]:
-        log.info(
-            "ESPIRiT: %d fully sampled centre columns; kernel %d instead of %d.", acs, kernel, options["kernel_size"]
-        )
-    calib = calibration_region(kspace, columns, options["calib_width"])
-    coil_maps, _ = espirit_maps(calib, tuple(kspace.shape[-2:]), kernel, options["threshold"], options["crop"])
-    return coil_maps

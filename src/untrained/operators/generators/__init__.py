@@ -1,0 +1,1 @@
+"""Generators of the operators' parameters and of synthetic data: sampling masks, coil maps, phantoms."""

@@ -1,0 +1,44 @@
+"""Inpainting: y = m ⊙ x (+ noise) with random pixels, random holes, a centred box, text, or a mask file."""
+
+from __future__ import annotations
+
+import torch
+
+from untrained.baselines.interpolation import biharmonic
+from untrained.operators.generators.masks import make_mask
+from untrained.operators.inpainting import Mask
+from untrained.operators.noise import apply_noise
+from untrained.problem import InverseProblem
+from untrained.tasks.images import load_image
+
+
+def inpainting(
+    image: str = "chelsea",
+    index: int = 0,
+    size=256,
+    grayscale: bool | None = None,
+    mask: str = "boxes",
+    keep_ratio: float = 0.5,
+    hole_ratio: float = 0.25,
+    mask_path: str | None = None,
+    mask_seed: int = 0,
+    noise: str = "none",
+    noise_level: float = 0.0,
+    noise_seed: int = 0,
+) -> InverseProblem:
+    x_true = load_image(image, size, grayscale, index)
+    shape = tuple(x_true.shape[1:])
+    observed = make_mask(mask, shape[1:], mask_seed, keep_ratio, hole_ratio, mask_path)
+    operator = Mask(observed, shape)
+    with torch.no_grad():
+        y = operator(apply_noise(x_true, noise, noise_level, noise_seed))
+    return InverseProblem(
+        name="inpainting",
+        operator=operator,
+        y=y,
+        image_shape=shape,
+        x_true=x_true,
+        init=y,
+        baselines={"masked": y, "biharmonic": biharmonic(y, observed)},
+        info={"image": image, "mask": mask, "missing_fraction": float(1 - observed.mean())},
+    )
