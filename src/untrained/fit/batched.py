@@ -171,7 +171,7 @@ class BatchedModule(TrackedFit):
             self.device,
             first.network,
             first.method.capturable_step,
-            getattr(first.problem.operator, "capturable", False),
+            first.problem.operator.capturable,
         )
         # bf16 autocast has no effect on vmapped operations (their outputs stay fp32); the loop runs each
         # member's plain operations, which take bf16 and channels-last as its separate run does.

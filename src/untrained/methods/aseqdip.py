@@ -69,8 +69,8 @@ class ASeqDIP(Method):
     def setup(self, problem: InverseProblem, network: nn.Module) -> None:
         super().setup(problem, network)
         self.require_image_shaped_input(problem, "aSeqDIP feeds its output back as input")
-        has_mask = hasattr(problem.operator, "mask") and getattr(problem.operator, "linear", False)
-        if self.data_consistency_mode == "always" and not getattr(problem.operator, "linear", False):
+        has_mask = hasattr(problem.operator, "mask") and problem.operator.linear
+        if self.data_consistency_mode == "always" and not problem.operator.linear:
             raise UserError("method.data_consistency=always needs a linear operator with an adjoint.")
         mode = self.data_consistency_mode
         self.use_data_consistency = mode == "always" or (mode == "auto" and has_mask)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from untrained.errors import UserError, check_at_least, check_in_range, check_integer, check_positive
-from untrained.networks.base import MAX_CHANNELS, pad_to
+from untrained.networks.base import MAX_CHANNELS, ImageNetwork, pad_to
 from untrained.problem import InverseProblem
 
 OPTIMIZERS = {
@@ -143,7 +143,7 @@ class Method(nn.Module):
         """Create z and the method's state once the problem and the network are known."""
         shape = (
             network.input_shape(problem.image_shape)
-            if hasattr(network, "input_shape")
+            if isinstance(network, ImageNetwork)
             else (self.input_channels(problem), *problem.image_shape[1:])
         )
         z = make_input(self.input_spec, problem, tuple(shape))

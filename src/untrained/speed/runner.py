@@ -86,9 +86,7 @@ class StepRunner:
     @classmethod
     def for_method(cls, network, problem, method, device: torch.device, performance: Performance) -> StepRunner:
         """The runner of a single fit: ``method.optimization_step`` on ``network`` and ``problem``."""
-        settings = performance.resolve(
-            device, network, method.capturable_step, getattr(problem.operator, "capturable", False)
-        )
+        settings = performance.resolve(device, network, method.capturable_step, problem.operator.capturable)
 
         def step_fn(step: int, optimizer, backward) -> StepOutput:
             return method.optimization_step(network, problem, step, optimizer, backward)
@@ -109,7 +107,7 @@ class StepRunner:
         if ran.get("cuda_graphs"):
             ran["cuda_graphs"] = graph_recorded(self.step_fn)
         if ran.get("compile"):
-            compiled = [getattr(self.network.execution, "compiled", None), getattr(self.problem, "execution", None)]
+            compiled = [getattr(self.network.execution, "compiled", None), self.problem.execution]
             ran["compile"] = not any(isinstance(c, CompiledWithFallback) and c.failed for c in compiled)
         return ran
 
