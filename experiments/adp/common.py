@@ -1,5 +1,6 @@
-"""Shared helpers of the analytic-deep-prior reproductions: build a run from Hydra overrides and drive
-the method's own optimisation step in a plain loop (no Lightning), recording CPU time per step."""
+"""Shared helpers of the analytic-deep-prior reproductions: build a run from Hydra overrides and drive its step
+runner (the method's own optimisation step, eager fp32) in a plain loop without Lightning, recording CPU time per
+step as the papers' time axes do."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import torch
 
 from untrained.run import build_module, compose
+from untrained.speed.policy import Performance
+from untrained.speed.runner import StepRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = ROOT / "experiments" / "figures"
@@ -32,12 +35,13 @@ def build(overrides: list[str]):
 def fit(module, steps: int, stop=None) -> dict[str, list[float]]:
     """Run ``steps`` ADP steps; the history holds the step's logs and the cumulative process CPU time."""
     method, network, problem = module.method, module.network, module.problem
+    runner = StepRunner.for_method(network, problem, method, torch.device("cpu"), Performance.eager())
     optimizer = method.configure_optimizer(network)
     history: dict[str, list[float]] = {"step": [], "cpu_time": []}
     cpu = 0.0
     for step in range(steps):
         start = time.process_time()
-        out = method.optimization_step(network, problem, step, optimizer, lambda loss: loss.backward())
+        out = runner.step(step, optimizer, lambda loss: loss.backward())
         method.after_step(network, problem, step, out)
         cpu += time.process_time() - start
         history["step"].append(step)

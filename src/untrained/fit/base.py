@@ -25,7 +25,8 @@ class TrackedFit(L.LightningModule):
         check_integer("module.log_every", log_every, 1)
         self.automatic_optimization = False
         self.eval_every, self.log_every = eval_every, log_every
-        self.performance = performance or Performance(cuda_graphs=False)
+        # A module built by hand (not by run.build_module) runs its step as written unless given performance.
+        self.performance = performance or Performance.eager()
         self.runner: StepRunner | None = None  # built on the fit's device (on_fit_start)
 
     def train_dataloader(self):

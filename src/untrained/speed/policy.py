@@ -65,6 +65,11 @@ class Performance:
             raise UserError(f"performance.reuse_freed_memory must be true or false, got {self.reuse_freed_memory!r}.")
 
     @classmethod
+    def eager(cls) -> Performance:
+        """Every switch off: the step as the method writes it (fp32, eager, no graph)."""
+        return cls(autocast=False, channels_last=False, compile=False, cuda_graphs=False)
+
+    @classmethod
     def from_config(cls, node) -> Performance:
         """The ``performance`` config group (a mapping; None: the defaults)."""
         return cls(**dict(node or {}))
