@@ -7,6 +7,7 @@ All tensors carry a leading batch dimension of 1.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 
 from untrained.errors import UserError
 from untrained.metrics import psnr, ssim
-from untrained.operators.base import Operator, mean_squared_magnitude
+from untrained.operators.base import Identity, LinearOperator, Operator, mean_squared_magnitude, operator_norm
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
@@ -58,6 +59,7 @@ class InverseProblem(nn.Module):
         self._extra_metrics = extra_metrics
         self.info = info or {}
         self.execution = None  # a callable x -> data loss set by the fast path (compiled); None: eager
+        self._operator_norm: float | None = None
 
     # Representations -------------------------------------------------------------------------
     def to_domain(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,6 +88,27 @@ class InverseProblem(nn.Module):
         """Mean squared data misfit ||A x - y||^2 / m, the DIP loss; through ``execution`` where the fast path
         compiled it (``speed.runner``)."""
         return self.mean_squared_misfit(x) if self.execution is None else self.execution(x)
+
+    # Weights (docs/weights.md) ------------------------------------------------------------------
+    def operator_norm(self) -> float:
+        """||A||₂, by power iteration once per problem (1 for the identity; a non-linear operator counts as 1,
+        the Lipschitz bound of the normalised blur-and-clip operators here)."""
+        if self._operator_norm is None:
+            op = self.operator
+            linear = isinstance(op, LinearOperator) and not isinstance(op, Identity)
+            self._operator_norm = operator_norm(op, iterations=30) if linear else 1.0
+        return self._operator_norm
+
+    def per_pixel_data_scale(self) -> float:
+        """c with c · ``data_loss`` = ||A x − y||² / (N ||A||²), the data term per image entry.
+
+        ``data_loss`` is a mean over the m entries of y; N is the number of (real) entries of the image in network
+        space. c = m / (N ||A||²) is 1 for denoising and for any operator with ||A||² = m / N (inpainting's mask,
+        averaging downsamplers); penalties that are means over the N image entries are then balanced against the
+        data term alike on every task when they are weighted by λ / c (docs/weights.md).
+        """
+        m = math.prod(self.y.shape[1:])  # the entries data_loss averages over (a complex entry counts once)
+        return m / (math.prod(self.image_shape) * self.operator_norm() ** 2)
 
     # Evaluation ------------------------------------------------------------------------------
     @property

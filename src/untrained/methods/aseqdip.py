@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from untrained.errors import UserError, check_at_least, check_choice, check_integer
-from untrained.methods.base import Method, StepOutput
+from untrained.methods.base import Method, StepOutput, penalty_scale
 from untrained.networks.base import crop_to, pad_to
 from untrained.operators.base import euclidean_norm, mean_squared_magnitude
 from untrained.problem import InverseProblem
@@ -44,7 +44,8 @@ class ASeqDIP(Method):
 
     Args:
         inner_steps: N, optimizer steps per block (the reference: 2 for denoising, 10 for MRI/CT).
-        ae_weight: λ of the autoencoding term ||f_θ(z) − z|| (1 in all reference scripts).
+        ae_weight: λ of the autoencoding term ||f_θ(z) − z|| (1 in all reference scripts), per image entry
+            (docs/weights.md).
         loss: 'mse' (means of squares, the denoising script) or 'norm' (unsquared norms, MRI/CT scripts).
         data_consistency: 'auto' (when the operator has a sampling ``mask``), 'always' or 'never'.
         **kwargs: the options of :class:`Method`; ``input.kind`` must be 'measurement'.
@@ -74,6 +75,7 @@ class ASeqDIP(Method):
             raise UserError("method.data_consistency=always needs a linear operator with an adjoint.")
         mode = self.data_consistency_mode
         self.use_data_consistency = mode == "always" or (mode == "auto" and has_mask)
+        self.penalty_scale = penalty_scale(problem, "squared" if self.loss_form == "mse" else "norm")
 
     def training_loss(self, network: nn.Module, problem: InverseProblem, step: int) -> StepOutput:
         z = self.network_input(step)
@@ -84,7 +86,7 @@ class ASeqDIP(Method):
             data, autoencoding = problem.data_loss(output), mean_squared_magnitude(output - previous)
         else:  # unsquared norms, as torch.linalg.norm in the reference's MRI and CT scripts
             data, autoencoding = euclidean_norm(problem.residual(output)), euclidean_norm(output - previous)
-        loss = data + self.ae_weight * autoencoding
+        loss = data + self.ae_weight * self.penalty_scale * autoencoding
         return StepOutput(loss, output, {"data_loss": data.detach(), "autoencoding": autoencoding.detach()})
 
     def is_block_end(self, step: int) -> bool:

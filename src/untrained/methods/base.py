@@ -34,6 +34,30 @@ OPTIMIZERS = {
 }
 
 
+DATA_TERM_FORMS = ("squared", "root", "norm")
+
+
+def penalty_scale(problem: InverseProblem, data_term: str = "squared") -> float:
+    """The factor a penalty's λ is multiplied by so that λ means the same balance on every task (docs/weights.md).
+
+    Penalties are per image entry (means over the N entries of the network-space image, or norms over them);
+    the data term is written per image entry as ||A x − y||² / (N ||A||²) = c · data_loss
+    (:meth:`InverseProblem.per_pixel_data_scale`). Dividing the loss by c keeps ``data_loss`` as it is:
+
+    - 'squared': data_loss (mean |A x − y|² over the m measured entries) + λ/c · penalty;
+    - 'root': sqrt(data_loss) or a mean |A x − y| + λ/√c · penalty (DRP's RMSE, L1 means);
+    - 'norm': ||A x − y|| + λ ||A|| · ||penalty vector|| (unsquared norms, aSeqDIP's MRI/CT scripts).
+
+    All three are 1 for denoising (A = I) and wherever ||A||² = m / N, so the references' values are kept there.
+    """
+    if data_term not in DATA_TERM_FORMS:
+        raise ValueError(f"data_term must be one of {DATA_TERM_FORMS}, got {data_term!r}.")
+    if data_term == "norm":
+        return problem.operator_norm()
+    c = problem.per_pixel_data_scale()
+    return 1.0 / c if data_term == "squared" else c**-0.5
+
+
 @dataclass
 class StepOutput:
     loss: torch.Tensor
@@ -132,6 +156,8 @@ class Method(nn.Module):
         self.input_spec = InputSpec(**(input or {}))
         self.reg_noise_std, self.exp_weight = reg_noise_std, exp_weight
         self.optimize_input, self.input_lr = optimize_input, input_lr if input_lr is not None else lr
+        # Multiplies the method's penalty weights (docs/weights.md); set in ``setup`` by methods that have one.
+        self.penalty_scale = 1.0
 
     # Input -------------------------------------------------------------------------------------
     def input_channels(self, problem: InverseProblem) -> int:

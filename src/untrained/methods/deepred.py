@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from untrained.errors import UserError, check_at_least, check_integer, check_number, check_positive
-from untrained.methods.base import Method, StepOutput
+from untrained.methods.base import Method, StepOutput, penalty_scale
 from untrained.operators.noise import gaussian_sigma
 from untrained.problem import InverseProblem
 
@@ -158,6 +158,7 @@ class DeepRED(Method):
 
     def setup(self, problem: InverseProblem, network: nn.Module) -> None:
         super().setup(problem, network)
+        self.penalty_scale = penalty_scale(problem, "squared")  # of μ in the network's loss (docs/weights.md)
         x = problem.init.detach().clone() if problem.init is not None else torch.zeros(1, *problem.image_shape)
         self.register_buffer("x", x)
         self.register_buffer("u", torch.zeros_like(x))
@@ -167,7 +168,7 @@ class DeepRED(Method):
         self.register_buffer("threshold", torch.tensor(float(self.initial_threshold)))
 
     def regularizer(self, output: torch.Tensor, problem: InverseProblem, step: int) -> dict[str, torch.Tensor]:
-        return {"admm": self.mu * ((output - (self.x - self.u)) ** 2).mean()}
+        return {"admm": self.mu * self.penalty_scale * ((output - (self.x - self.u)) ** 2).mean()}
 
     def optimization_step(
         self, network: nn.Module, problem: InverseProblem, step: int, optimizer, backward: Callable

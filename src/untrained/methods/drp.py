@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from untrained.errors import UserError, check_at_least, check_choice
-from untrained.methods.base import Method, StepOutput
+from untrained.methods.base import Method, StepOutput, penalty_scale
 from untrained.problem import InverseProblem
 from untrained.regularizers import TV_KINDS, total_variation
 
@@ -36,7 +36,7 @@ class DeepRandomProjector(Method):
     """DRP for any network with BatchNorm layers (the skip net of ``network=drp`` by default).
 
     Args:
-        tv_weight: λ of the TV term (reference denoising: 0.45).
+        tv_weight: λ of the per-entry TV term (reference denoising: 0.45), per image entry (docs/weights.md).
         tv_kind: 'anisotropic' (reference) or 'isotropic'.
         data_loss: 'rmse' (the reference's sqrt of the mean squared error) or 'mse'.
         **kwargs: the options of :class:`Method`; ``lr`` is used for the BatchNorms and, with
@@ -60,6 +60,7 @@ class DeepRandomProjector(Method):
         if not any(p.requires_grad for p in network.parameters()):
             raise UserError("method=drp trains the network's BatchNorm layers, but it has none: use network=drp.")
         self.input_norm = BATCH_NORMS[self.z.dim() - 2](self.z.shape[1])
+        self.penalty_scale = penalty_scale(problem, "root" if self.data_loss == "rmse" else "squared")
 
     def network_input(self, step: int) -> torch.Tensor:
         return self.input_norm(super().network_input(step))
@@ -73,5 +74,5 @@ class DeepRandomProjector(Method):
         output = network(self.network_input(step))
         data = problem.data_loss(output)
         fit = data.sqrt() if self.data_loss == "rmse" else data
-        tv = self.tv_weight * total_variation(output, self.tv_kind, reduction="mean")
+        tv = self.tv_weight * self.penalty_scale * total_variation(output, self.tv_kind, reduction="mean")
         return StepOutput(fit + tv, output, {"data_loss": data.detach(), "tv": tv.detach()})

@@ -32,7 +32,7 @@ from torch import nn
 from torch.func import functional_call
 
 from untrained.errors import UserError, check_at_least, check_in_range, check_integer, check_positive
-from untrained.methods.base import Method, StepOutput
+from untrained.methods.base import Method, StepOutput, penalty_scale
 from untrained.problem import InverseProblem
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class OptimalEyeSurgeon(Method):
     # Setup -------------------------------------------------------------------------------------
     def setup(self, problem: InverseProblem, network: nn.Module) -> None:
         super().setup(problem, network)
+        self.penalty_scale = penalty_scale(problem, "squared")  # of the KL weight (docs/weights.md)
         named = [(n, p) for n, p in network.named_parameters() if self.prune_all or p.dim() >= 2]
         self.names = [name for name, _ in named]
         self.shapes = [p.shape for _, p in named]
@@ -163,7 +164,7 @@ class OptimalEyeSurgeon(Method):
         weights.update(self.unflatten(self.initial_weights * keep))
         output = functional_call(network, weights, (self.network_input(step),))
         data = problem.data_loss(output)
-        kl = self.kl_weight * bernoulli_kl(torch.sigmoid(self.logits), self.sparsity)
+        kl = self.kl_weight * self.penalty_scale * bernoulli_kl(torch.sigmoid(self.logits), self.sparsity)
         return StepOutput(data + kl, output, {"data_loss": data.detach(), "kl": kl.detach()})
 
     def optimization_step(

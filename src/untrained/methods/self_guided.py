@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from untrained.errors import UserError, check_at_least, check_choice, check_integer
-from untrained.methods.base import Method, StepOutput
+from untrained.methods.base import Method, StepOutput, penalty_scale
 from untrained.networks.base import crop_to
 from untrained.problem import InverseProblem
 
@@ -38,7 +38,7 @@ class SelfGuidedDIP(Method):
         num_perturbations: K, input perturbations averaged per step (one batched forward pass).
         perturbation_std: σ_η; 'normal' draws N(0, σ_η²), 'uniform' draws U(−σ_η, σ_η).
         perturbation: 'normal' or 'uniform'.
-        guidance_weight: λ of the self-guidance term ||x̄ − z||.
+        guidance_weight: λ of the self-guidance term ||x̄ − z||, per image entry (docs/weights.md).
         norm: 'l1' or 'l2' for both terms.
         **kwargs: the options of :class:`Method`: ``lr`` (θ) and ``input_lr`` (z); ``optimize_input`` is always on.
     """
@@ -69,6 +69,7 @@ class SelfGuidedDIP(Method):
     def setup(self, problem: InverseProblem, network: nn.Module) -> None:
         super().setup(problem, network)
         self.require_image_shaped_input(problem, "Self-guidance compares the output with z")
+        self.penalty_scale = penalty_scale(problem, "squared" if self.norm == "l2" else "root")
 
     def perturbations(self) -> torch.Tensor:
         shape = (self.num_perturbations, *self.z.shape[1:])
@@ -86,5 +87,5 @@ class SelfGuidedDIP(Method):
         data = misfit(problem.residual(average), self.norm)
         # z is on the network's working grid: its centre is the image's (the whole of it for most sizes).
         guidance = misfit(average - crop_to(self.z, average.shape[2:]), self.norm)
-        loss = data + self.guidance_weight * guidance
+        loss = data + self.guidance_weight * self.penalty_scale * guidance
         return StepOutput(loss, average, {"data_loss": data.detach(), "self_guidance": guidance.detach()})
