@@ -7,7 +7,7 @@ install:
 	$(PYTHON) -m pip install $(TORCH)
 	# fastmri declares torchvision, which we never need (and which breaks a CPU torch): no deps.
 	$(PYTHON) -m pip install --no-deps fastmri==0.3.0
-	$(PYTHON) -m pip install -e ".[mri,ct,slurm,dev]"
+	$(PYTHON) -m pip install -e ".[mri,ct,slurm,bm3d,dev]"
 
 # The fast tier (tests marked slow left out: compilation, fresh processes, pre-training, SLURM); CI runs test-all.
 test:

@@ -40,7 +40,12 @@ FAST = [
 def compose_config(overrides: list[str] | None = None, output_dir: Path | None = None, fast: bool = True):
     """The config ``python train.py`` would run (``run.compose``), with the tests' small settings first."""
     extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else ["paths.output_dir=/tmp/untrained-test"]
-    return compose((FAST if fast else []) + extra + list(overrides or []), CONF_DIR)
+    cfg = compose((FAST if fast else []) + extra + list(overrides or []), CONF_DIR)
+    # BM3D costs seconds per image whatever its size; the fast setting leaves the denoising baseline out unless a
+    # test asks for it (tests/test_denoising.py does).
+    if fast and "bm3d" in cfg.task and not any(str(o).startswith("task.bm3d") for o in overrides or []):
+        cfg.task.bm3d = False
+    return cfg
 
 
 @pytest.fixture

@@ -105,3 +105,14 @@ class CrashAtStep(StepCallback):
     def on_step_end(self, trainer, module, step: int):
         if step + 1 == self.step:
             raise RuntimeError(f"boom at step {self.step}")
+
+
+@pytest.mark.parametrize("grayscale, name", [(True, "bm3d"), (False, "cbm3d")])
+def test_bm3d_baseline_beats_the_noisy_input(grayscale, name):
+    pytest.importorskip("bm3d")
+    from untrained.tasks.denoising import denoising
+
+    problem = denoising(size=48, grayscale=grayscale)
+    psnr = {key: float(problem.psnr(image)) for key, image in problem.baselines().items()}
+    assert set(psnr) == {"noisy", "tv", name}
+    assert psnr[name] > psnr["noisy"] + 4

@@ -126,6 +126,7 @@ def fit_metrics(cfg, module, trainer, wall_time: float, reporting) -> tuple[dict
         seconds_per_step=wall_time / max(steps, 1),
         device=device_name(trainer),
         task_info=module.problem.info,  # what a re-analysis needs: noise level, mask, data scale, views...
+        metric_conventions=module.problem.metric_conventions(),
     )
     images = {}
     for callback in reporting:

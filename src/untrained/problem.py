@@ -38,6 +38,7 @@ class InverseProblem(nn.Module):
         data_range: float = 1.0,
         extra_metrics: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None,
         info: dict | None = None,
+        metric_conventions: dict[str, str] | None = None,
     ):
         super().__init__()
         if not torch.isfinite(y).all():
@@ -57,6 +58,7 @@ class InverseProblem(nn.Module):
         self._to_display = to_display
         self.data_range = data_range
         self._extra_metrics = extra_metrics
+        self._metric_conventions = dict(metric_conventions or {})
         self.info = info or {}
         self.execution = None  # a callable x -> data loss set by the fast path (compiled); None: eager
         self._operator_norm: float | None = None
@@ -127,3 +129,17 @@ class InverseProblem(nn.Module):
     def extra_metrics(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Task-specific metrics beyond PSNR/SSIM (e.g. the true error ||x - x†|| of 1D problems)."""
         return self._extra_metrics(x) if self._extra_metrics is not None else {}
+
+    def metric_conventions(self) -> dict[str, str]:
+        """How each reported metric is computed (metrics.json's ``metric_conventions``): PSNR and SSIM here, the
+        task's own entries (its display, its ``extra_metrics``) from the constructor's ``metric_conventions``."""
+        shown = f"display(x) clamped to [0, data_range], data_range={self.data_range:.6g}"
+        return {
+            "psnr": f"10·log10(data_range² / MSE) over all pixels and channels of {shown} (torchmetrics); with "
+            "data_range 1 this is the DIP notebooks' compare_psnr(x_true, out.clip(0, 1))",
+            "ssim": f"Gaussian window 11, σ 1.5, K1 0.01, K2 0.03 (torchmetrics structural_similarity_index_measure) "
+            f"on {shown}; NaN below 11 pixels a side",
+            "best_*": "metrics of the iterate with the highest psnr, checked every module.eval_every steps (an oracle "
+            "choice, as the papers' best iterate)",
+            **self._metric_conventions,
+        }

@@ -157,7 +157,11 @@ class UntrainedModule(TrackedFit):
                     best_ssim=float(problem.ssim(self.best_image)),
                     best_step=int(self.best_step),
                 )
+                for key, value in problem.extra_metrics(self.best_image).items():
+                    result[f"best_{key}"] = float(value)
             for name, image in problem.baselines().items():
                 result[f"baseline_{name}_psnr"] = float(problem.psnr(image))
                 result[f"baseline_{name}_ssim"] = float(problem.ssim(image))
+                for key, value in problem.extra_metrics(image).items():
+                    result[f"baseline_{name}_{key}"] = float(value)
         return result

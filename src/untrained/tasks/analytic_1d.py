@@ -134,6 +134,11 @@ def analytic_problem(
         to_display=lambda x: x - lo,
         data_range=max(hi - lo, 1e-12),
         extra_metrics=extra_metrics,
+        metric_conventions={
+            "display": f"x − min(x†) (data_range = max(x†) − min(x†) = {max(hi - lo, 1e-12):.6g})",
+            "true_error": "‖x − x†‖₂ of the signal, not clamped",
+            "relative_error": "‖x − x†‖₂ / ‖x†‖₂, not clamped",
+        },
         info={"delta": level, "snr_db": snr, "alpha": alpha, "tsvd_threshold": threshold},
     )
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from untrained.baselines.denoisers import bm3d_denoise
 from untrained.baselines.tv import tv_denoise
 from untrained.errors import check_at_least, check_positive
 from untrained.operators.base import Identity
@@ -23,10 +24,12 @@ def denoising(
     tv_weight: float | None = None,
     noise: str = "gaussian",
     noise_level: float | None = None,
+    bm3d: bool = True,
 ) -> InverseProblem:
     """Noisy copy of ``image``; ``clip`` keeps the noisy image in [0, 1] as the DIP paper does.
 
-    Gaussian noise takes its level from ``sigma``/``sigma_units``; other models from ``noise_level``."""
+    Gaussian noise takes its level from ``sigma``/``sigma_units``; other models from ``noise_level``.
+    ``bm3d``: add the BM3D (grey) / CBM3D (colour) baseline for Gaussian noise, given the known σ."""
     if noise_level is not None:  # read by the non-Gaussian models only, but never meaningful when negative
         check_at_least("task.noise_level", noise_level, 0)
     if tv_weight is not None:
@@ -40,6 +43,8 @@ def denoising(
     if tv_weight is None:  # the noise's standard deviation
         tv_weight = max(level if noise == "gaussian" else (y - x_true).std().item(), 1e-3)
     baselines = {"noisy": y, "tv": tv_denoise(y, tv_weight)}
+    if bm3d and noise == "gaussian" and level > 0:  # BM3D's noise model: white Gaussian of known σ
+        baselines["cbm3d" if x_true.shape[1] == 3 else "bm3d"] = bm3d_denoise(y, level)
     return InverseProblem(
         name="denoising",
         operator=Identity(tuple(x_true.shape[1:])),

@@ -58,5 +58,9 @@ def super_resolution(
         init=upsampled,
         baselines={"bicubic": upsampled},
         extra_metrics=luminance_psnr,
+        metric_conventions={
+            "psnr_y": f"PSNR (data_range 1) of the luminance Y (ITU-R BT.601, as in the SR literature) of x clamped to "
+            f"[0, 1], {crop} border pixels cropped on each side"
+        },
         info={"image": image, "factor": factor, "kernel": kernel},
     )
