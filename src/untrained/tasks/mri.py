@@ -29,6 +29,7 @@ import torch
 
 from untrained.baselines import MAX_BASELINE_STEPS
 from untrained.baselines.linear import cg_sense
+from untrained.baselines.tv import tv_pdhg
 from untrained.errors import UserError, check_array, check_at_least, check_integer, check_number
 from untrained.operators.generators.coils import birdcage_maps, espirit_options, estimate_maps, smooth_phase
 from untrained.operators.generators.masks import centre_columns, column_mask
@@ -178,6 +179,9 @@ def mri(
     maps: str = "espirit",
     espirit: dict | None = None,
     cg_iterations: int = 10,
+    tv_weight: float = 1e-3,
+    tv_max_iterations: int = 2000,
+    tv_tolerance: float = 1e-4,
 ) -> InverseProblem:
     """Undersampled multi-coil k-space of a fastMRI slice (``file``) or of a simulated acquisition.
 
@@ -193,6 +197,8 @@ def mri(
             simulation's true maps).
         espirit: ESPIRiT options (calib_width, kernel_size, threshold, crop).
         cg_iterations: iterations of the CG-SENSE baseline.
+        tv_weight, tv_max_iterations, tv_tolerance: the TV-SENSE baseline (:func:`untrained.baselines.tv.tv_pdhg`
+            on the complex image, data scaled as ``y``).
     """
     if maps not in ("espirit", "given"):
         raise UserError(f"task.maps must be 'espirit' or 'given', got '{maps}'.")
@@ -218,7 +224,9 @@ def mri(
         maps=maps,
         shape=list(measured.shape[-2:]),
     )
-    return mri_problem(operator, y, zero_filled, acquisition.truth, scale, cg_iterations, info)
+    tv = tv_pdhg(operator, y, tv_weight, zero_filled, None, tv_max_iterations, tv_tolerance)
+    info.update(baseline_iterations={"tv_sense": tv.iterations}, baseline_converged={"tv_sense": tv.converged})
+    return mri_problem(operator, y, zero_filled, acquisition.truth, scale, cg_iterations, info, {"tv_sense": tv.image})
 
 
 @dataclass
@@ -304,9 +312,11 @@ def mri_problem(
     scale: float,
     cg_iterations: int,
     info: dict,
+    complex_baselines: dict[str, torch.Tensor] | None = None,
 ) -> InverseProblem:
     """The task in network space (real, imaginary channels), with the zero-filled and CG-SENSE baselines;
-    ``y`` and ``zero_filled`` are already divided by ``scale``, ``truth`` is not."""
+    ``y`` and ``zero_filled`` are already divided by ``scale``, ``truth`` is not; ``complex_baselines`` are more
+    complex (1, H, W) estimates on that scale."""
     height, width = zero_filled.shape[-2:]
     cg_estimate = cg_sense(operator, zero_filled, cg_iterations)
     return InverseProblem(
@@ -316,7 +326,11 @@ def mri_problem(
         image_shape=(2, height, width),
         x_true=to_channels(truth[None] / scale),
         init=to_channels(zero_filled),
-        baselines={"zero_filled": to_channels(zero_filled), "cg_sense": to_channels(cg_estimate)},
+        baselines={
+            "zero_filled": to_channels(zero_filled),
+            "cg_sense": to_channels(cg_estimate),
+            **{name: to_channels(image) for name, image in (complex_baselines or {}).items()},
+        },
         to_domain=to_complex,
         from_domain=to_channels,
         to_display=functools.partial(support_magnitude, operator=operator),
