@@ -80,8 +80,9 @@ def tv_pdhg(
     """Chambolle–Pock (PDHG, θ = 1) on min_x ½‖A x − y‖² + weight·‖∇x‖_{2,1} + ι_bounds(x), from ``x0``.
 
     K = [A; ∇] with dual variables p (data) and q (TV); τσ‖K‖² = 0.98 with ‖K‖² ≤ ‖A‖² + 8 (‖A‖ by power
-    iteration unless given). The ratio τ/σ adapts every 10 iterations by residual balancing (Goldstein, Li & Yuan 2015, with
-    shrinking adaptivity, which keeps convergence): the best ratio depends on the operator and the weight.
+    iteration unless given). The ratio τ/σ adapts every 10 iterations by residual balancing (Goldstein, Li &
+    Yuan 2015, with shrinking adaptivity, which keeps convergence): the best ratio depends on the operator and
+    the weight.
     Stops when the relative primal-dual gap (P − D)/P ≤ ``tolerance`` (with bounds, where the dual of the box
     is finite) or, without bounds, when ‖x_{k+1} − x_k‖ ≤ ``tolerance``·‖x_{k+1}‖, tested every 10
     iterations; else after ``max_iterations``. ``bounds`` must be None for complex images.

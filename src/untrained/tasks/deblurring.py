@@ -26,7 +26,7 @@ def deblurring(
     noise_level: float = 0.01,
     noise_seed: int = 0,
     wiener_alpha: float = 1e-3,
-    tv_weight: float = 2e-3,
+    tv_weight: float = 3e-4,
     tv_max_iterations: int = 2000,
     tv_tolerance: float = 1e-4,
     gain: float | None = None,

@@ -26,7 +26,7 @@ def inpainting(
     noise: str = "none",
     noise_level: float = 0.0,
     noise_seed: int = 0,
-    tv_weight: float = 1e-2,
+    tv_weight: float = 3e-2,
     tv_max_iterations: int = 2000,
     tv_tolerance: float = 1e-4,
 ) -> InverseProblem:

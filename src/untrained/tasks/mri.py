@@ -179,7 +179,7 @@ def mri(
     maps: str = "espirit",
     espirit: dict | None = None,
     cg_iterations: int = 10,
-    tv_weight: float = 1e-3,
+    tv_weight: float = 0.1,
     tv_max_iterations: int = 2000,
     tv_tolerance: float = 1e-4,
 ) -> InverseProblem:
