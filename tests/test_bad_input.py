@@ -42,12 +42,12 @@ ADP = ["task=integration_1d", "network=unrolled_pg", "method=adp"]
 # conf/network and conf/method (methods that pin a network get it), plus the run's own options.
 GROUPS = {
     "denoising": ("task", ["task=denoising", *SKIP]),
-    "deblurring": ("task", ["task=deblurring", "task.tv_steps=2", *SKIP]),
-    "nonlinear_deblurring": ("task", ["task=nonlinear_deblurring", "task.tv_steps=2", *SKIP]),
-    "semi_blind_deblurring": ("task", ["task=semi_blind_deblurring", "task.tv_steps=2", *SKIP]),
+    "deblurring": ("task", ["task=deblurring", "task.tv_max_iterations=2", *SKIP]),
+    "nonlinear_deblurring": ("task", ["task=nonlinear_deblurring", "task.tv_max_iterations=2", *SKIP]),
+    "semi_blind_deblurring": ("task", ["task=semi_blind_deblurring", "task.tv_max_iterations=2", *SKIP]),
     "inpainting": ("task", ["task=inpainting", *SKIP]),
     "super_resolution": ("task", ["task=super_resolution", *SKIP]),
-    "ct": ("task", ["task=ct", "task.tv_steps=2", *SKIP]),
+    "ct": ("task", ["task=ct", "task.tv_max_iterations=2", *SKIP]),
     "mri": ("task", ["task=mri", "task.coils=4", "task.cg_iterations=2", "task.l1_iterations=5", *SKIP]),
     "integration_1d": ("task", ["task=integration_1d", "network.dim=1", *SKIP]),
     "deconvolution_1d": ("task", ["task=deconvolution_1d", "network.dim=1", *SKIP]),
@@ -130,7 +130,11 @@ ALLOWED = {
     ("denoising", "task.noise_level", "huge"): "read by the non-Gaussian models only (the default is Gaussian)",
     ("task.tv_weight", "zero"): "the TV baseline without TV: least squares",
     ("task.tv_weight", "huge"): WEIGHT,
-    ("task.tv_steps", "zero"): "the TV baseline is its start (Wiener, FBP)",
+    ("task.tv_max_iterations", "zero"): "the TV baseline is its start (Wiener, FBP, bicubic, zero-filled)",
+    ("task.tv_tolerance", "zero"): "the TV baseline always runs tv_max_iterations",
+    ("task.tv_tolerance", "huge"): "the TV baseline stops at its first test (10 iterations)",
+    ("task.sirt_iterations", "zero"): "the SIRT baseline is its start (zero)",
+    ("task.cgls_iterations", "zero"): "the CGLS baseline is its start (zero)",
     ("task.l1_weight", "zero"): "the L1-wavelet baseline without penalty: least squares by FISTA",
     ("task.l1_weight", "huge"): "every wavelet coefficient is thresholded: a zero image, reported as a poor baseline",
     ("task.l1_tolerance", "zero"): "FISTA runs all task.l1_iterations",
@@ -235,9 +239,7 @@ ALLOWED = {
     ("method.maid_min_eps", "huge"): "MAID stops at once: B = A",
 }
 # (group, option, kind) → why a value ALLOWED in general is refused in that group.
-REFUSED_IN_GROUP = {
-    ("denoising", "task.tv_weight", "zero"): "the TV-denoising baseline (Chambolle's) divides by the weight",
-}
+REFUSED_IN_GROUP: dict = {}
 
 
 def is_number(value) -> bool:

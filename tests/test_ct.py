@@ -109,7 +109,7 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(UserError, match="past the end"):
         load_ct_image(str(tmp_path / "stack.npy"), 32, 2, 0)
     with pytest.raises(UserError, match="photons"):
-        ct(size=32, views=8, photons=-5, tv_steps=0)
+        ct(size=32, views=8, photons=-5, tv_max_iterations=0)
 
 
 def test_ellipse_phantoms_are_seeded():
@@ -118,15 +118,22 @@ def test_ellipse_phantoms_are_seeded():
 
 
 def test_poisson_noise_lowers_fbp_quality():
-    clean = ct(size=32, views=12, tv_steps=0)
-    noisy = ct(size=32, views=12, photons=300, tv_steps=0)
+    clean = ct(size=32, views=12, tv_max_iterations=0)
+    noisy = ct(size=32, views=12, photons=300, tv_max_iterations=0)
     assert noisy.psnr(noisy.baseline_fbp) < clean.psnr(clean.baseline_fbp)
 
 
 def test_dip_beats_fbp(make_cfg):
     metrics = train(
         make_cfg(
-            ["task=ct", "task.size=32", "task.views=12", "task.tv_steps=20", "trainer.max_steps=300", "method.lr=0.01"]
+            [
+                "task=ct",
+                "task.size=32",
+                "task.views=12",
+                "task.tv_max_iterations=20",
+                "trainer.max_steps=300",
+                "method.lr=0.01",
+            ]
         )
     )
     assert metrics["best_psnr"] > metrics["baseline_fbp_psnr"]

@@ -8,7 +8,7 @@ from untrained.methods.edip import CHECKPOINT_NAME
 from untrained.run import build_module
 from untrained.train import train
 
-CT = ["task=ct", "task.size=32", "task.views=12", "task.tv_steps=0"]
+CT = ["task=ct", "task.size=32", "task.views=12", "task.tv_max_iterations=0"]
 
 
 pytestmark = pytest.mark.slow  # every test here needs the module's pre-training run (about a minute)

@@ -61,7 +61,7 @@ def test_mri_simulation_at_a_raw_brain_size(make_cfg):
 
 
 def test_ct_at_an_odd_size(make_cfg):
-    metrics, output_dir = run(make_cfg, ["task=ct", "task.size=[97,97]", "task.views=12", "task.tv_steps=2"])
+    metrics, output_dir = run(make_cfg, ["task=ct", "task.size=[97,97]", "task.views=12", "task.tv_max_iterations=2"])
     check_outputs(metrics, output_dir, (1, 97, 97))
 
 
@@ -174,7 +174,7 @@ def test_file_sizes_are_kept_with_size_null(make_cfg, tmp_path):
     np.save(slice_file, np.random.default_rng(1).random((37, 37)).astype(np.float32))
     metrics, output_dir = run(
         make_cfg,
-        ["task=ct", f"task.image={slice_file}", "task.size=null", "task.views=8", "task.tv_steps=2"],
+        ["task=ct", f"task.image={slice_file}", "task.size=null", "task.views=8", "task.tv_max_iterations=2"],
         subdir="ct",
     )
     check_outputs(metrics, output_dir, (1, 37, 37))

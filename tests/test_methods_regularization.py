@@ -222,7 +222,7 @@ def test_methods_denoise_end_to_end(make_cfg, tmp_path, overrides, steps):
 
 SMALL_TASKS = {
     "mri": ["task=mri", "task.size=32", "task.coils=4"],
-    "ct": ["task=ct", "task.size=32", "task.views=12", "task.tv_steps=20"],
+    "ct": ["task=ct", "task.size=32", "task.views=12", "task.tv_max_iterations=20"],
 }
 
 

@@ -30,7 +30,7 @@ TASKS = (
 TASK_SIZES = {
     "denoising": ["task.size=32"],
     "mri": ["task.size=32", "task.coils=4", "task.cg_iterations=2"],
-    "ct": ["task.size=32", "task.tv_steps=5"],
+    "ct": ["task.size=32", "task.tv_max_iterations=5"],
 }
 SMALL_DECODER = ["network.channels=16", "network.blocks=3", "method.input.channels=16"]
 SMALL_DRP = ["network.channels_down=[8]", "network.channels_up=[8]", "network.channels_skip=[2]"]

@@ -67,7 +67,7 @@ def test_l1_wavelet_baseline_beats_zero_filled_and_reports_iterations():
     psnr = {name: float(problem.psnr(image)) for name, image in problem.baselines().items()}
     assert set(psnr) == {"zero_filled", "cg_sense", "l1_wavelet"}
     assert psnr["l1_wavelet"] > psnr["zero_filled"] + 2
-    assert 1 <= problem.info["l1_wavelet_iterations"] <= 100
+    assert 1 <= problem.info["baseline_iterations"]["l1_wavelet"] <= 100
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from untrained.baselines.denoisers import bm3d_denoise
-from untrained.baselines.tv import tv_denoise
-from untrained.errors import check_at_least, check_positive
+from untrained.baselines.tv import tv_pdhg
+from untrained.errors import check_at_least
 from untrained.operators.base import Identity
 from untrained.operators.noise import apply_noise, gaussian_sigma
 from untrained.problem import InverseProblem
@@ -25,6 +25,8 @@ def denoising(
     noise: str = "gaussian",
     noise_level: float | None = None,
     bm3d: bool = True,
+    tv_max_iterations: int = 2000,
+    tv_tolerance: float = 1e-4,
 ) -> InverseProblem:
     """Noisy copy of ``image``; ``clip`` keeps the noisy image in [0, 1] as the DIP paper does.
 
@@ -33,7 +35,7 @@ def denoising(
     if noise_level is not None:  # read by the non-Gaussian models only, but never meaningful when negative
         check_at_least("task.noise_level", noise_level, 0)
     if tv_weight is not None:
-        check_positive("task.tv_weight", tv_weight)
+        check_at_least("task.tv_weight", tv_weight, 0)
     gaussian_level = gaussian_sigma(sigma, sigma_units)  # checked also when another noise model ignores it
     level = gaussian_level if noise == "gaussian" else noise_level
     x_true = load_image(image, size, grayscale, index)
@@ -42,16 +44,24 @@ def denoising(
         y = y.clamp(0, 1)
     if tv_weight is None:  # the noise's standard deviation
         tv_weight = max(level if noise == "gaussian" else (y - x_true).std().item(), 1e-3)
-    baselines = {"noisy": y, "tv": tv_denoise(y, tv_weight)}
+    operator = Identity(tuple(x_true.shape[1:]))
+    tv = tv_pdhg(operator, y, tv_weight, y, (0.0, 1.0), tv_max_iterations, tv_tolerance, operator_norm_value=1.0)
+    baselines = {"noisy": y, "tv": tv.image}
     if bm3d and noise == "gaussian" and level > 0:  # BM3D's noise model: white Gaussian of known σ
         baselines["cbm3d" if x_true.shape[1] == 3 else "bm3d"] = bm3d_denoise(y, level)
     return InverseProblem(
         name="denoising",
-        operator=Identity(tuple(x_true.shape[1:])),
+        operator=operator,
         y=y,
         image_shape=tuple(x_true.shape[1:]),
         x_true=x_true,
         init=y,
         baselines=baselines,
-        info={"image": str(image), "noise": noise, "sigma": level},
+        info={
+            "image": str(image),
+            "noise": noise,
+            "sigma": level,
+            "baseline_iterations": {"tv": tv.iterations},
+            "baseline_converged": {"tv": tv.converged},
+        },
     )

@@ -30,6 +30,7 @@ import torch
 from untrained.baselines import MAX_BASELINE_STEPS
 from untrained.baselines.linear import cg_sense
 from untrained.baselines.sparse import l1_wavelet_sense
+from untrained.baselines.tv import tv_pdhg
 from untrained.errors import UserError, check_array, check_at_least, check_choice, check_integer, check_number
 from untrained.metrics import nmse, ssim_fastmri
 from untrained.operators.generators.coils import birdcage_maps, espirit_options, estimate_maps, smooth_phase
@@ -186,6 +187,9 @@ def mri(
     l1_tolerance: float = 1e-4,
     wavelet: str = "db4",
     wavelet_levels: int = 4,
+    tv_weight: float = 0.1,
+    tv_max_iterations: int = 2000,
+    tv_tolerance: float = 1e-4,
 ) -> InverseProblem:
     """Undersampled multi-coil k-space of a fastMRI slice (``file``) or of a simulated acquisition.
 
@@ -204,6 +208,8 @@ def mri(
         l1_weight, l1_iterations, l1_tolerance, wavelet, wavelet_levels: the L1-wavelet SENSE baseline
             (``baselines.sparse.l1_wavelet_sense``): λ of ½‖A x − y‖² + λ‖Ψ x‖₁ (y scaled as below), FISTA's
             maximum iterations and relative-change tolerance, and the periodic DWT Ψ.
+        tv_weight, tv_max_iterations, tv_tolerance: the TV-SENSE baseline (:func:`untrained.baselines.tv.tv_pdhg`
+            on the complex image, data scaled as ``y``).
     """
     if maps not in ("espirit", "given"):
         raise UserError(f"task.maps must be 'espirit' or 'given', got '{maps}'.")
@@ -237,7 +243,11 @@ def mri(
     l1_options = dict(
         weight=l1_weight, max_iterations=l1_iterations, tolerance=l1_tolerance, wavelet=wavelet, levels=wavelet_levels
     )
-    return mri_problem(operator, y, zero_filled, acquisition.truth, scale, cg_iterations, info, l1_options)
+    tv = tv_pdhg(operator, y, tv_weight, zero_filled, None, tv_max_iterations, tv_tolerance)
+    info.update(baseline_iterations={"tv_sense": tv.iterations}, baseline_converged={"tv_sense": tv.converged})
+    return mri_problem(
+        operator, y, zero_filled, acquisition.truth, scale, cg_iterations, info, l1_options, {"tv_sense": tv.image}
+    )
 
 
 @dataclass
@@ -324,13 +334,15 @@ def mri_problem(
     cg_iterations: int,
     info: dict,
     l1_options: dict | None = None,
+    complex_baselines: dict[str, torch.Tensor] | None = None,
 ) -> InverseProblem:
     """The task in network space (real, imaginary channels), with the zero-filled, CG-SENSE and L1-wavelet SENSE
     (``l1_options``: keywords of ``l1_wavelet_sense``) baselines; ``y`` and ``zero_filled`` are already divided by
-    ``scale``, ``truth`` is not."""
+    ``scale``, ``truth`` is not; ``complex_baselines`` are more complex (1, H, W) estimates on that scale."""
     height, width = zero_filled.shape[-2:]
     cg_estimate = cg_sense(operator, zero_filled, cg_iterations)
-    l1_estimate, info["l1_wavelet_iterations"] = l1_wavelet_sense(operator, y, zero_filled, **(l1_options or {}))
+    l1_estimate, iterations = l1_wavelet_sense(operator, y, zero_filled, **(l1_options or {}))
+    info.setdefault("baseline_iterations", {})["l1_wavelet"] = iterations
     x_true = to_channels(truth[None] / scale)
 
     def fastmri_metrics(x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -348,6 +360,7 @@ def mri_problem(
             "zero_filled": to_channels(zero_filled),
             "cg_sense": to_channels(cg_estimate),
             "l1_wavelet": to_channels(l1_estimate),
+            **{name: to_channels(image) for name, image in (complex_baselines or {}).items()},
         },
         to_domain=to_complex,
         from_domain=to_channels,

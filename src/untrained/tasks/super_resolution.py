@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from untrained.baselines.interpolation import bicubic
+from untrained.baselines.tv import tv_pdhg
 from untrained.metrics import psnr
 from untrained.operators.noise import apply_noise
 from untrained.operators.super_resolution import Downsample
@@ -31,6 +32,9 @@ def super_resolution(
     noise_level: float = 0.0,
     noise_seed: int = 0,
     border_crop: bool = True,
+    tv_weight: float = 1e-3,
+    tv_max_iterations: int = 2000,
+    tv_tolerance: float = 1e-4,
 ) -> InverseProblem:
     x_true = load_image(image, size, grayscale, index)
     if size is None and isinstance(factor, int) and factor >= 1:
@@ -43,6 +47,7 @@ def super_resolution(
     with torch.no_grad():
         y = apply_noise(operator(x_true), noise, noise_level, noise_seed)
     upsampled = bicubic(y, shape[1:])
+    tv = tv_pdhg(operator, y, tv_weight, upsampled, (0.0, 1.0), tv_max_iterations, tv_tolerance)
     crop = factor if border_crop else 0
 
     def luminance_psnr(x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -56,11 +61,17 @@ def super_resolution(
         image_shape=shape,
         x_true=x_true,
         init=upsampled,
-        baselines={"bicubic": upsampled},
+        baselines={"bicubic": upsampled, "tv": tv.image},
         extra_metrics=luminance_psnr,
         metric_conventions={
             "psnr_y": f"PSNR (data_range 1) of the luminance Y (ITU-R BT.601, as in the SR literature) of x clamped to "
             f"[0, 1], {crop} border pixels cropped on each side"
         },
-        info={"image": image, "factor": factor, "kernel": kernel},
+        info={
+            "image": image,
+            "factor": factor,
+            "kernel": kernel,
+            "baseline_iterations": {"tv": tv.iterations},
+            "baseline_converged": {"tv": tv.converged},
+        },
     )
