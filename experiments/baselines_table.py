@@ -1,7 +1,7 @@
 """Per task (its default config at a CPU size, seed 0), every baseline's PSNR from ``problem.baselines()``.
 
-    PYTHONPATH=src python experiments/baselines_table.py --out experiments/results/baselines_after.json
-    python experiments/baselines_table.py --compare before.json after.json   # → baselines_before_after.{json,md}
+    python -m experiments.baselines_table --out experiments/results/baselines_after.json
+    python -m experiments.baselines_table --compare before.json after.json   # → baselines_before_after.{json,md}
 
 Runs against whichever tree ``untrained`` is imported from (its own conf/), so the same script measures a branch's
 parent (BEFORE) and the branch (AFTER).
