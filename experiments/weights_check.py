@@ -5,7 +5,7 @@ minutes. On CT it also runs the weight that ``tv_ct.yaml`` had before the conven
 summed TV next to a mean data term over our normalised operator, i.e. λ = 1e-4 · m per pixel), which swamped the
 data term. EDIP's converted TV weight is the same number as TV-DIP's on CT (1.5e-4), so it is not run separately.
 
-    python -m experiments.weights_check [--ct-size 64] [--steps 600]
+    python -m experiments.weights_check [--ct-size 64] [--steps 600] [--name weights_check]
 
 Writes experiments/results/weights_check.{json,md}.
 """
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--name", default="weights_check", help="results file name (experiments/results/<name>.*)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = ROOT / "outputs" / "experiments" / "weights_check"
@@ -90,7 +91,7 @@ def main() -> None:
         "ct_per_pixel_data_scale": problem.per_pixel_data_scale(),
         "rows": rows,
     }
-    (RESULTS / "weights_check.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [
         "# Weight convention check (experiments/weights_check.py)",
         "",
@@ -111,7 +112,7 @@ def main() -> None:
             f"| {row['task']} | {row['weight']} | {row['tv_weight']:.3g} | {row['final_psnr']:.2f} | "
             f"{row['best_psnr']:.2f} ({row['best_step']}) | {baselines} |"
         )
-    (RESULTS / "weights_check.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
