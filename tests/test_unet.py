@@ -69,7 +69,7 @@ def test_normal_init_is_the_references_init_weights():
     "options",
     [
         {},
-        {"upsample": "transposed", "norm": "instance", "act": "LeakyReLU"},
+        {"upsample": "transposed", "norm": "instance", "act": "LeakyReLU", "channels_up_mid": "half"},
         {"upsample": "nearest", "upsample_conv": True, "norm": "none", "downsample": "avgpool", "sigmoid": True},
         {"skip": "project", "channels_skip": [0, 2, 2], "norm": "group", "merge_norm": True, "zero_skip_channel": True},
         {"skip": "none", "downsample": "stride", "in_convs": 1, "pad": "reflection"},

@@ -30,13 +30,22 @@ from torch import nn
 
 from untrained.errors import UserError, check_choice, check_in_range, check_integer
 from untrained.networks.base import MAX_CHANNELS, ImageNetwork
-from untrained.networks.skip import MAX_KERNEL_SIZE, ConvBlock, _channels_last_grad, _per_scale, activation
+from untrained.networks.skip import MAX_KERNEL_SIZE, ConvBlock, _channels_last_grad, activation
 
 NORMS = ("batch", "instance", "group", "none")
 DOWNSAMPLING = ("maxpool", "avgpool", "stride")
 UPSAMPLING = ("bilinear", "nearest", "transposed")
 SKIPS = ("concat", "project", "none")
 INITS = ("default", "normal")
+
+
+def _per_level(value, depth: int, name: str, minimum: int = 1) -> list[int]:
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * depth
+    if len(values) != depth:
+        raise UserError(f"network.{name} has {len(values)} entries but the depth is {depth}: give one per level.")
+    for channels in values:
+        check_integer(f"network.{name}", channels, minimum, MAX_CHANNELS)
+    return values
 
 
 def _norm(kind: str, dim: int, channels: int, groups: int) -> nn.Module | None:
@@ -125,7 +134,7 @@ class UNet(ImageNetwork):
         channels_up: Sequence[int] | int = (64, 64, 128),
         channels_skip: Sequence[int] | int | None = None,
         channels_bottom: int | None = None,
-        channels_up_mid: Sequence[int] | int | None = None,
+        channels_up_mid: Sequence[int] | int | str | None = None,
         depth: int | None = None,
         skip: str = "concat",
         in_convs: int = 2,
@@ -167,13 +176,16 @@ class UNet(ImageNetwork):
         if depth is None:
             depth = next((len(c) for c in lists if isinstance(c, Sequence) and not isinstance(c, str)), 3)
         check_integer("network.depth", depth, 1, 10)
-        down = _per_scale(channels_down, depth, "channels_down")
-        up = _per_scale(channels_up, depth, "channels_up")
+        down = _per_level(channels_down, depth, "channels_down")
+        up = _per_level(channels_up, depth, "channels_up")
         # concat: None = a skip at every level, 0 = none at that level; project: the projection's channels
         if channels_skip is None:
             channels_skip = 4 if skip == "project" else 1
-        skips = _per_scale(channels_skip, depth, "channels_skip", minimum=0)  # 0: no skip at that level
-        mids = up if channels_up_mid is None else _per_scale(channels_up_mid, depth, "channels_up_mid")
+        skips = _per_level(channels_skip, depth, "channels_skip", minimum=0)  # 0: no skip at that level
+        if channels_up_mid == "half":  # half the concatenated channels (Pytorch-UNet's bilinear Up, the references')
+            mids = None
+        else:
+            mids = up if channels_up_mid is None else _per_level(channels_up_mid, depth, "channels_up_mid")
         bottom = down[-1] if channels_bottom is None else channels_bottom
         check_integer("network.channels_bottom", bottom, 1, MAX_CHANNELS)
 
@@ -208,13 +220,14 @@ class UNet(ImageNetwork):
                 skip_channels = 0
             else:
                 skip_channels = widths[level] if skip == "concat" else skips[level]
+            mid = mids[level] if mids is not None else max(1, (below + skip_channels) // 2)
             ups.append(
                 _Up(
                     dim,
                     below,
                     widths[level],
                     skip_channels,
-                    mids[level],
+                    mid,
                     up[level],
                     upsample=upsample,
                     upsample_conv=upsample_conv,
