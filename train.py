@@ -2,6 +2,7 @@
 
 import logging
 import sys
+from pathlib import Path
 
 
 def stopped_by_ctrl_c(log: logging.Logger | None = None):
@@ -18,9 +19,10 @@ try:
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from omegaconf import DictConfig
+    from omegaconf import DictConfig, OmegaConf
 
     from untrained.errors import UserError
+    from untrained.run import method_network
     from untrained.train import train
 except KeyboardInterrupt:
     stopped_by_ctrl_c()
@@ -29,6 +31,13 @@ except KeyboardInterrupt:
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     log = logging.getLogger("untrained")
+    hydra_config = HydraConfig.get()
+    overrides = list(hydra_config.overrides.task)
+    preferred = method_network(cfg, hydra_config.runtime.choices, overrides)
+    if preferred is not None:  # the method's reference network on this task (conf/method_network/)
+        cfg = hydra.compose("train", overrides=[*overrides, f"network={preferred}"])
+        if hydra_config.output_subdir is not None:  # the run directory's record of the config is the one that runs
+            OmegaConf.save(cfg, Path(hydra_config.runtime.output_dir, hydra_config.output_subdir, "config.yaml"))
     try:
         metrics = train(cfg)
     except UserError as error:

@@ -36,8 +36,32 @@ MAX_BATCH_SIZE = 1024  # members built in one process; each holds its own networ
 def compose(overrides=(), config_dir: str | Path = CONF_DIR, config_name: str = "train") -> DictConfig:
     """The config ``python train.py <overrides>`` runs (outside a Hydra job, e.g. in a test or a benchmark)."""
     GlobalHydra.instance().clear()
+    overrides = list(overrides)
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        return hydra_compose(config_name, overrides=list(overrides))
+        cfg = hydra_compose(config_name, overrides=overrides, return_hydra_config=True)
+        preferred = method_network(cfg, cfg.hydra.runtime.choices, overrides)
+        if preferred is not None:
+            return hydra_compose(config_name, overrides=[*overrides, f"network={preferred}"])
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return cfg
+
+
+DEFAULT_NETWORK = "skip"  # train.yaml's `network` default
+
+
+def method_network(cfg: DictConfig, choices, overrides) -> str | None:
+    """The network a method's reference uses on this task (``conf/method_network/<method>_<task>.yaml``, e.g.
+    aSeqDIP's U-Net on MRI), when the run has not chosen one: the network group is still train.yaml's default and
+    no override names it (an explicit ``network=skip`` wins). None: keep the composed config.
+
+    Hydra cannot let a method×task config override the network group (overrides are not allowed under an
+    interpolated default), so the config is composed again with ``network=<name>`` (``compose``, ``train.py``)."""
+    name = OmegaConf.select(cfg, "method_network.name")
+    if name is None or choices.get("network") != DEFAULT_NETWORK:
+        return None
+    named = {str(o).lstrip("+~").split("=", 1)[0].split("@", 1)[0] for o in overrides}
+    return None if "network" in named else str(name)
 
 
 def build(config: DictConfig | None, group: str, **kwargs):
