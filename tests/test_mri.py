@@ -252,3 +252,11 @@ def test_kspace_losses_through_the_real_view_equal_the_complex_forms():
             grads.append(r.grad)
         torch.testing.assert_close(values[0], values[1])
         torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_two_coil_kspace_is_not_drawn_as_an_image(make_cfg, tmp_path):
+    """Two coils give k-space of the image's shape (2, H, W): it is complex data, not an image to draw."""
+    metrics = train(make_cfg(["task=mri", "task.coils=2", "trainer.max_steps=2", "task.l1_iterations=2"]))
+    assert metrics["status"] == "completed"
+    run = tmp_path / "run"
+    assert (run / "measurement.npy").is_file() and not (run / "measurement.png").exists()

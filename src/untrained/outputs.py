@@ -75,31 +75,35 @@ def plot_curves(history: dict, path: Path, markers: dict[str, int] | None = None
 def write_run_outputs(
     output_dir: Path, module, metrics: dict, extra_images: dict[str, torch.Tensor] | None = None
 ) -> None:
-    """Write reconstructions (.npy and .png), measurement, ground truth, curve and metrics.json."""
+    """Write reconstructions (.npy and .png), measurement, ground truth, curve and metrics.json. The numbers and
+    arrays come first, so that a failure drawing a figure never loses them."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     problem = module.problem
+    write_metrics(metrics, output_dir)
+    if module.history["step"]:
+        write_json_atomic(module.history, output_dir / "history.json")
     images = {"final": module.estimate}
     if int(module.best_step) >= 0:
         images["best"] = module.best_image
     images.update(extra_images or {})
     for name, image in images.items():
         np.save(output_dir / f"{name}.npy", image.detach().cpu().numpy()[0])
+    np.save(output_dir / "measurement.npy", problem.y.detach().cpu().numpy()[0])
+    for name, image in images.items():
         save_png(problem.display(image), output_dir / f"{name}.png", problem.data_range)
     if problem.has_ground_truth:
         save_png(problem.display(problem.x_true), output_dir / "ground_truth.png", problem.data_range)
     for name, image in problem.baselines().items():
         save_png(problem.display(image), output_dir / f"baseline_{name}.png", problem.data_range)
-    if tuple(problem.y.shape[1:]) == tuple(problem.image_shape):
+    # An image-shaped real measurement is shown as an image (k-space of 2 coils has the shape, not the meaning).
+    if not problem.y.is_complex() and tuple(problem.y.shape[1:]) == tuple(problem.image_shape):
         save_png(problem.display(problem.y), output_dir / "measurement.png", problem.data_range)
-    np.save(output_dir / "measurement.npy", problem.y.detach().cpu().numpy()[0])
     if module.history["step"]:
         markers = {"best": metrics["best_step"]} if "best_step" in metrics else {}
         if "es_step" in metrics:
             markers["stopping rule"] = metrics["es_step"]
         plot_curves(module.history, output_dir / "psnr_curve.png", markers)
-        write_json_atomic(module.history, output_dir / "history.json")
-    write_metrics(metrics, output_dir)
     method = getattr(module, "method", None)
     if hasattr(method, "write_outputs"):  # method-specific files: OES's mask, DOP's recovered corruption
         method.write_outputs(output_dir, problem)
