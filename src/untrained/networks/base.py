@@ -28,9 +28,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from untrained.errors import UserError
+from untrained.errors import UserError, check_integer
 
 MAX_CHANNELS = 4096  # per layer (DIP: 128); a 3×3 convolution of 4096 channels has 151M weights
+
+
+def channels_per_level(value, levels: int, name: str, levels_option: str, minimum: int = 1) -> list[int]:
+    """``network.<name>``: one channel count for every level (scale), or a single count for all of them."""
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * levels
+    if len(values) != levels:
+        raise UserError(
+            f"network.{name} has {len(values)} entries but network.{levels_option}={levels}: give one per level."
+        )
+    for channels in values:
+        check_integer(f"network.{name}", channels, minimum, MAX_CHANNELS)
+    return values
 
 
 def _margins(size: int, target: int) -> tuple[int, int]:

@@ -22,18 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from untrained.errors import UserError, check_choice, check_integer
-from untrained.networks.base import MAX_CHANNELS, ImageNetwork
+from untrained.networks.base import ImageNetwork, channels_per_level
 
 MAX_KERNEL_SIZE = 31  # DIP uses 3 (and 1 for the skips)
-
-
-def _per_scale(value, num_scales: int, name: str, minimum: int = 1) -> list:
-    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * num_scales
-    if len(values) != num_scales:
-        raise UserError(f"network.{name} has {len(values)} entries but num_scales={num_scales}: give one per scale.")
-    for channels in values:
-        check_integer(f"network.{name}", channels, minimum, MAX_CHANNELS)
-    return values
 
 
 def activation(name: str) -> nn.Module:
@@ -203,9 +194,11 @@ class SkipNet(ImageNetwork):
             num_scales = next(
                 (len(c) for c in (channels_down, channels_up, channels_skip) if isinstance(c, Sequence)), 5
             )
-        down = _per_scale(channels_down, num_scales, "channels_down")
-        up = _per_scale(channels_up, num_scales, "channels_up")
-        skip = _per_scale(channels_skip, num_scales, "channels_skip", minimum=0)  # 0: no skip connection
+        down = channels_per_level(channels_down, num_scales, "channels_down", "num_scales")
+        up = channels_per_level(channels_up, num_scales, "channels_up", "num_scales")
+        skip = channels_per_level(
+            channels_skip, num_scales, "channels_skip", "num_scales", minimum=0
+        )  # 0: no skip connection
         self.in_channels, self.out_channels, self.dim = in_channels, out_channels, dim
         self.downsampling_factor = 2**num_scales
         self.normalises_coarsest_scale = batch_norm  # BatchNorm needs more than one pixel there (fit_to checks)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from untrained.errors import UserError, check_choice, check_in_range, check_integer
-from untrained.networks.base import MAX_CHANNELS, ImageNetwork
+from untrained.networks.base import MAX_CHANNELS, ImageNetwork, channels_per_level
 from untrained.networks.skip import MAX_KERNEL_SIZE, ConvBlock, _channels_last_grad, activation
 
 NORMS = ("batch", "instance", "group", "none")
@@ -37,15 +37,6 @@ DOWNSAMPLING = ("maxpool", "avgpool", "stride")
 UPSAMPLING = ("bilinear", "nearest", "transposed")
 SKIPS = ("concat", "project", "none")
 INITS = ("default", "normal")
-
-
-def _per_level(value, depth: int, name: str, minimum: int = 1) -> list[int]:
-    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * depth
-    if len(values) != depth:
-        raise UserError(f"network.{name} has {len(values)} entries but the depth is {depth}: give one per level.")
-    for channels in values:
-        check_integer(f"network.{name}", channels, minimum, MAX_CHANNELS)
-    return values
 
 
 def _norm(kind: str, dim: int, channels: int, groups: int) -> nn.Module | None:
@@ -176,16 +167,22 @@ class UNet(ImageNetwork):
         if depth is None:
             depth = next((len(c) for c in lists if isinstance(c, Sequence) and not isinstance(c, str)), 3)
         check_integer("network.depth", depth, 1, 10)
-        down = _per_level(channels_down, depth, "channels_down")
-        up = _per_level(channels_up, depth, "channels_up")
+        down = channels_per_level(channels_down, depth, "channels_down", "depth")
+        up = channels_per_level(channels_up, depth, "channels_up", "depth")
         # concat: None = a skip at every level, 0 = none at that level; project: the projection's channels
         if channels_skip is None:
             channels_skip = 4 if skip == "project" else 1
-        skips = _per_level(channels_skip, depth, "channels_skip", minimum=0)  # 0: no skip at that level
+        skips = channels_per_level(
+            channels_skip, depth, "channels_skip", "depth", minimum=0
+        )  # 0: no skip at that level
         if channels_up_mid == "half":  # half the concatenated channels (Pytorch-UNet's bilinear Up, the references')
             mids = None
         else:
-            mids = up if channels_up_mid is None else _per_level(channels_up_mid, depth, "channels_up_mid")
+            mids = (
+                up
+                if channels_up_mid is None
+                else channels_per_level(channels_up_mid, depth, "channels_up_mid", "depth")
+            )
         bottom = down[-1] if channels_bottom is None else channels_bottom
         check_integer("network.channels_bottom", bottom, 1, MAX_CHANNELS)
 
