@@ -49,7 +49,7 @@ SKIP = [
 ]
 DRP = ["task.size=32", "network.channels_down=[8]", "network.channels_up=[8]", "network.channels_skip=[2]"]
 DECODER = ["task.size=32", "network.channels=16", "network.blocks=3", "method.input.channels=16"]
-CT = ["task=ct", "task.size=32", "task.views=12", "task.tv_steps=5"]
+CT = ["task=ct", "task.size=32", "task.views=12", "task.tv_max_iterations=5"]
 MRI = ["task=mri", "task.size=32", "task.coils=4", "task.cg_iterations=2"]
 # Per method: the task and network it needs and settings that reach its stages within 12 steps. A method not
 # listed here (added later) runs with the skip net on denoising.

@@ -108,7 +108,7 @@ TASKS = {  # small settings of the slower tasks
     "inpainting": [],
     "super_resolution": [],
     "mri": ["task.coils=4", "task.cg_iterations=2"],
-    "ct": ["task.views=12", "task.tv_steps=2"],
+    "ct": ["task.views=12", "task.tv_max_iterations=2", "task.sirt_iterations=2", "task.cgls_iterations=2"],
     "nonlinear_deblurring": [],
     "semi_blind_deblurring": [],
 }
