@@ -37,14 +37,27 @@ FAST = [
 ]
 
 
+# Baseline settings of the fast setting, for the tasks that have them (see compose_config).
+FAST_BASELINES = {
+    "bm3d": False,
+    "tv_max_iterations": 50,
+    "sirt_iterations": 10,
+    "cgls_iterations": 5,
+    "l1_iterations": 20,
+}
+
+
 def compose_config(overrides: list[str] | None = None, output_dir: Path | None = None, fast: bool = True):
     """The config ``python train.py`` would run (``run.compose``), with the tests' small settings first."""
     extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else ["paths.output_dir=/tmp/untrained-test"]
     cfg = compose((FAST if fast else []) + extra + list(overrides or []), CONF_DIR)
-    # BM3D costs seconds per image whatever its size; the fast setting leaves the denoising baseline out unless a
-    # test asks for it (tests/test_denoising.py does).
-    if fast and "bm3d" in cfg.task and not any(str(o).startswith("task.bm3d") for o in overrides or []):
-        cfg.task.bm3d = False
+    # The classical baselines run to their stopping rules when a task is built (seconds for CT's TV, SIRT and CGLS
+    # even at 32 px); the fast setting leaves BM3D out and caps the iterative ones, unless a test sets them
+    # (tests/test_baselines.py, test_denoising.py and test_sparse_mri.py check the baselines themselves).
+    if fast:
+        for key, value in FAST_BASELINES.items():
+            if key in cfg.task and not any(str(o).startswith(f"task.{key}") for o in overrides or []):
+                cfg.task[key] = value
     return cfg
 
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from tests.conftest import FAST, compose_config
+from tests.conftest import FAST, FAST_BASELINES, compose_config
 from untrained.callbacks.checkpoint import RunInterrupted
 from untrained.train import train
 
@@ -41,7 +41,12 @@ SETTING = [
     "callbacks.early_stopping.window=5",
     "callbacks.early_stopping.check_every=5",
     "callbacks.early_stopping.stop_training=false",
-    "task.bm3d=false",  # seconds per image; the in-process runs of conftest's fast setting leave it out too
+    # conftest's fast setting for the in-process runs' baselines, given to the train.py processes too
+    *(
+        f"task.{key}={str(value).lower()}"
+        for key, value in FAST_BASELINES.items()
+        if key in ("bm3d", "tv_max_iterations")
+    ),
 ]
 TRAINING = "Checkpoint at step 10:"
 TIMING = {"wall_time_s", "seconds_per_step"}
