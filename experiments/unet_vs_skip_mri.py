@@ -21,25 +21,12 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from experiments.mri_embedded import KEYS  # the same metrics as the embedded-MRI experiment
 from untrained.run import compose
 from untrained.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 NETWORKS = {"skip": ["network=skip"], "unet_medium (aSeqDIP default)": []}
-KEYS = (
-    "best_psnr",
-    "best_ssim",
-    "best_step",
-    "final_psnr",
-    "final_ssim",
-    "steps",
-    "seconds_per_step",
-    "wall_time_s",
-    "baseline_zero_filled_psnr",
-    "baseline_zero_filled_ssim",
-    "baseline_cg_sense_psnr",
-    "baseline_cg_sense_ssim",
-)
 
 
 def fmt(value, digits=2):
