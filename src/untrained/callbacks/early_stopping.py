@@ -4,8 +4,9 @@ reference: github.com/sun-umn/Early_Stopping_for_DIP).
 Near the PSNR peak the iterates change least, so the running variance of the reconstructions has a
 minimum there. ES-WMV tracks the windowed moving variance of the last W estimates, ES-EMV an
 exponential moving variance; both stop once the variance has not reached a new minimum for
-``patience`` steps and return the iterate at the minimum. They only look at ``module.estimate``,
-so they work with any method and task.
+``patience`` steps and return the iterate at the minimum. As in the reference notebooks they watch the raw
+network output of each step (``module.output``), not an exponentially averaged estimate: averaging smooths the
+iterates, so their variance keeps falling and the rule never fires. They work with any method and task.
 
 Everything is updated on the device: the window is a ring buffer with running sums (in float64,
 recomputed from the buffer once per window against drift), the minimum, its step and its image are
@@ -21,6 +22,7 @@ import math
 import torch
 
 from untrained.callbacks.base import ReportingCallback
+from untrained.errors import UserError
 
 
 class VarianceEarlyStopping(ReportingCallback):
@@ -31,12 +33,26 @@ class VarianceEarlyStopping(ReportingCallback):
         stop_training: stop the run when it fires (otherwise only report what it would have chosen).
         check_every: host synchronisations: every N steps (and at the end).
         prefix: the metrics.json keys (``<prefix>_step``, ``<prefix>_psnr``, ...) and image name.
+        watch: ``output`` (the raw network output, the paper's rule) or ``estimate`` (after the method's
+            averaging, e.g. DIP's ``exp_weight``); the chosen image is always the watched one.
     """
 
-    def __init__(self, patience: int = 1000, stop_training: bool = True, check_every: int = 25, prefix: str = "es"):
+    WATCHED = ("output", "estimate")
+
+    def __init__(
+        self,
+        patience: int = 1000,
+        stop_training: bool = True,
+        check_every: int = 25,
+        prefix: str = "es",
+        watch: str = "output",
+    ):
         if patience < 1 or check_every < 1:
-            raise ValueError("patience and check_every must be >= 1.")
+            raise UserError("callbacks.early_stopping: patience and check_every must be >= 1.")
+        if watch not in self.WATCHED:
+            raise UserError(f"callbacks.early_stopping.watch must be one of {self.WATCHED}, got {watch!r}.")
         self.patience, self.stop_training, self.check_every, self.prefix = patience, stop_training, check_every, prefix
+        self.watch = watch
         self.observed = 0
         self.state: dict[str, torch.Tensor] = {}
         self.pending: list[tuple[int, torch.Tensor]] = []
@@ -90,6 +106,10 @@ class VarianceEarlyStopping(ReportingCallback):
     # Checkpoints: a resumed run continues the same window, minimum and patience -----------------
     statistic_names: tuple[str, ...] = ()
 
+    @property
+    def state_key(self) -> str:  # several rules (distinct prefixes) can watch one run and share its checkpoint
+        return f"{type(self).__qualname__}[{self.prefix}]"
+
     def state_dict(self) -> dict:
         if not self.state:
             return {}
@@ -113,7 +133,7 @@ class VarianceEarlyStopping(ReportingCallback):
                 setattr(self, name, value.to(module.device))
 
     def on_step_end(self, trainer, module, step: int) -> None:
-        self.observe(module.estimate, step)
+        self.observe(getattr(module, self.watch), step)
         if (step + 1) % self.check_every == 0 and self.check(trainer) and self.stop_training:
             module.flush()  # hand the module's pending records over while logging is still allowed
             trainer.should_stop = True
@@ -167,7 +187,7 @@ class WindowedVarianceStopping(VarianceEarlyStopping):
     def __init__(self, window: int = 100, **kwargs):
         super().__init__(**kwargs)
         if window < 2:
-            raise ValueError("window must be >= 2.")
+            raise UserError("callbacks.early_stopping.window must be >= 2.")
         self.window = window
 
     def reset_statistic(self, image: torch.Tensor) -> None:
@@ -209,7 +229,7 @@ class ExponentialVarianceStopping(VarianceEarlyStopping):
     def __init__(self, alpha: float = 0.1, start: int = 100, **kwargs):
         super().__init__(**kwargs)
         if not 0 < alpha <= 1:
-            raise ValueError("alpha must be in (0, 1].")
+            raise UserError("callbacks.early_stopping.alpha must be in (0, 1].")
         self.alpha, self.start = alpha, start
 
     def reset_statistic(self, image: torch.Tensor) -> None:

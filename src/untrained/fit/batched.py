@@ -209,7 +209,7 @@ class BatchedModule(TrackedFit):
         out = self.runner.step(step, *step_tools(self))
         estimate, psnr = self.members_call(step, out.loss.detach(), out.output.detach())
         record = {"loss": out.loss.detach(), **{k: v.detach() for k, v in out.logs.items()}}
-        self.tracker.update(step, estimate, record, psnr if self.evaluates(step) else None)
+        self.tracker.update(step, estimate, record, psnr if self.evaluates(step) else None, out.output.detach())
         if self.due_for_flush(step):
             self.flush()
 
@@ -250,7 +250,8 @@ class MemberCallbacks(L.Callback):
             member, stand_in = module.members[b], self.trainers[b]
             stand_in.global_step = trainer.global_step
             if hook == "on_step_end":
-                member.estimate.copy_(module.estimate[b])
+                member.tracker.estimate[0].copy_(module.tracker.estimate[b])
+                member.tracker.output[0].copy_(module.tracker.output[b])
             for callback in callbacks:
                 getattr(callback, hook)(stand_in, member, *args)
 

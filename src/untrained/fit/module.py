@@ -51,6 +51,11 @@ class UntrainedModule(TrackedFit):
         return self.tracker.estimate[0]
 
     @property
+    def output(self) -> torch.Tensor:
+        """The latest raw network output (``estimate`` is after the method's averaging, if any)."""
+        return self.tracker.output[0]
+
+    @property
     def best_image(self) -> torch.Tensor:
         return self.tracker.best_image[0]
 
@@ -118,7 +123,7 @@ class UntrainedModule(TrackedFit):
         record = {"loss": out.loss.detach().reshape(1), **{k: v.detach().reshape(1) for k, v in out.logs.items()}}
         with torch.no_grad():
             psnr = self.problem.psnr(estimate).reshape(1) if self.evaluates(step) else None
-        self.tracker.update(step, estimate[None], record, psnr)
+        self.tracker.update(step, estimate[None], record, psnr, out.output.detach()[None])
         if self.due_for_flush(step):
             self.flush()
 

@@ -46,16 +46,28 @@ class Tracker(nn.Module):
         self.register_buffer("best_step", torch.full((members,), -1, dtype=torch.long))
         self.register_buffer("best_image", image.clone())
         self.register_buffer("estimate", image.clone())
+        # The raw network output of the latest step (before a method's averaging), which the variance stopping
+        # rules watch as their paper does; recomputed every step, so not in the checkpoint.
+        self.register_buffer("output", image.clone(), persistent=False)
         self.pending: list[tuple[int, dict[str, torch.Tensor]]] = []
         self.histories: list[dict[str, list]] = [{"step": [], "loss": []} for _ in range(members)]
         self.status: list[str] = ["running"] * members
         self.failures: list[str | None] = [None] * members
 
     @torch.no_grad()
-    def update(self, step: int, estimate: torch.Tensor, record: dict[str, torch.Tensor], psnr: torch.Tensor | None):
-        """After step ``step``: the members' estimates (B, 1, *image), their per-step values (each of shape (B,))
-        and, on evaluation steps, their PSNR (B,)."""
+    def update(
+        self,
+        step: int,
+        estimate: torch.Tensor,
+        record: dict[str, torch.Tensor],
+        psnr: torch.Tensor | None,
+        output: torch.Tensor | None = None,
+    ):
+        """After step ``step``: the members' estimates (B, 1, *image), their per-step values (each of shape (B,)),
+        on evaluation steps their PSNR (B,), and their raw network outputs (the estimates where a method's output
+        is not an image of that shape)."""
         self.estimate.copy_(estimate)
+        self.output.copy_(output if output is not None and output.shape == estimate.shape else estimate)
         if psnr is not None:
             better = psnr > self.best_psnr
             self.best_image.copy_(torch.where(better.view(-1, *[1] * (estimate.ndim - 1)), estimate, self.best_image))

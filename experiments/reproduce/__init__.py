@@ -1,0 +1,1 @@
+"""Paper tables and figures, reproduced side by side: one command per table (docs/reproduce.md)."""
