@@ -22,7 +22,7 @@ try:
     from omegaconf import DictConfig, OmegaConf
 
     from untrained.errors import UserError
-    from untrained.run import method_network
+    from untrained.run import check_renamed, method_network
     from untrained.train import train
 except KeyboardInterrupt:
     stopped_by_ctrl_c()
@@ -52,6 +52,11 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    try:
+        check_renamed(sys.argv[1:])  # before Hydra, whose error for an unknown key names no replacement
+    except UserError as error:
+        print(error, file=sys.stderr)
+        sys.exit(2)
     try:
         main()
     except KeyboardInterrupt:  # while Hydra composes the config

@@ -49,3 +49,37 @@ def test_cli_prints_one_line_and_fails(tmp_path):
     errors = [line for line in result.stderr.splitlines() + result.stdout.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "task.sigma must be >= 0" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("performance.batch_size=4", "performance.batch_size was renamed: use batching.size"),
+        ("task.tv_steps=100", "use task.tv_max_iterations"),
+        ("method.tv_reduction=sum", "method.tv_reduction was removed"),
+    ],
+)
+def test_renamed_options_name_their_new_name(override, message):
+    from untrained.run import compose
+
+    with pytest.raises(UserError, match=message):
+        compose([override])
+
+
+def test_a_moved_target_names_its_new_module(make_cfg):
+    cfg = make_cfg([])
+    cfg.task._target_ = "untrained.data.denoising.denoising"
+    with pytest.raises(UserError, match="use untrained.tasks.denoising.denoising"):
+        train(cfg)
+
+
+def test_cli_names_a_renamed_option_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "train.py", "performance.batch_size=2", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "performance.batch_size was renamed: use batching.size."

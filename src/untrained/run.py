@@ -33,10 +33,36 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 MAX_BATCH_SIZE = 1024  # members built in one process; each holds its own network, problem and optimizer
 
 
+# Options that were renamed or removed: their old names get a one-line hint instead of Hydra's generic error.
+RENAMED_OPTIONS = {
+    "performance.batch_size": "batching.size",
+    "performance.batch_vary": "batching.vary",
+    "performance.batch_indices": "batching.indices",
+    "performance.batch_mode": "batching.mode",
+    "task.tv_steps": "task.tv_max_iterations (PDHG now stops at task.tv_tolerance)",
+    "method.tv_reduction": None,
+}
+MOVED_TARGETS = {"untrained.data.": "untrained.tasks."}
+
+
+def check_renamed(overrides) -> None:
+    """Stop with a one-line hint on a renamed or removed option among command-line overrides."""
+    for override in overrides:
+        key = str(override).lstrip("+~").split("=", 1)[0]
+        if key in RENAMED_OPTIONS:
+            new = RENAMED_OPTIONS[key]
+            if new is None:
+                raise UserError(
+                    f"{key} was removed: penalty weights are per pixel now (docs/weights.md); drop the override."
+                )
+            raise UserError(f"{key} was renamed: use {new}.")
+
+
 def compose(overrides=(), config_dir: str | Path = CONF_DIR, config_name: str = "train") -> DictConfig:
     """The config ``python train.py <overrides>`` runs (outside a Hydra job, e.g. in a test or a benchmark)."""
     GlobalHydra.instance().clear()
     overrides = list(overrides)
+    check_renamed(overrides)
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         cfg = hydra_compose(config_name, overrides=overrides, return_hydra_config=True)
         preferred = method_network(cfg, cfg.hydra.runtime.choices, overrides)
@@ -74,6 +100,10 @@ def build(config: DictConfig | None, group: str, **kwargs):
     node = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
     if isinstance(node, dict) and group in ("task", "method"):
         node.pop("name", None)
+    target = str(node.get("_target_", "")) if isinstance(node, dict) else ""
+    for old, new in MOVED_TARGETS.items():
+        if target.startswith(old):
+            raise UserError(f"{group}._target_={target} has moved: use {new}{target.removeprefix(old)}.")
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as error:
