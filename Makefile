@@ -11,10 +11,10 @@ install:
 
 # The fast tier (tests marked slow left out: compilation, fresh processes, pre-training, SLURM); CI runs test-all.
 test:
-	$(PYTHON) -m pytest -q -m "not slow"
+	$(PYTHON) -m pytest -q -m "not slow" --durations=20
 
 test-all:
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q --durations=30
 
 # ruff (rules in pyproject.toml): lint and formatting, as CI checks them; `make format` rewrites.
 lint:
