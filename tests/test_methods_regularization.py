@@ -182,6 +182,9 @@ def test_es_wmv_callback_stops_a_real_run_and_reports(make_cfg, tmp_path):
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["es_step"] == metrics["es_step"]
     assert (run / "es.png").is_file() and np.load(run / "es.npy").shape == (3, 32, 32)
+    # the run hands over the rule's choice
+    assert saved["reconstruction"] == "es" and saved["reconstruction_psnr"] == saved["es_psnr"]
+    assert np.array_equal(np.load(run / "reconstruction.npy"), np.load(run / "es.npy"))
 
 
 def test_es_wmv_with_fewer_steps_than_its_window_reports_no_detection(make_cfg, tmp_path):
@@ -190,6 +193,8 @@ def test_es_wmv_with_fewer_steps_than_its_window_reports_no_detection(make_cfg, 
     metrics = train(cfg)
     assert metrics["status"] == "completed" and metrics["es_stopped"] is False and "es_step" not in metrics
     assert not (tmp_path / "run" / "es.png").exists() and (tmp_path / "run" / "psnr_curve.png").is_file()
+    assert metrics["reconstruction"] == "final" and metrics["reconstruction_psnr"] == metrics["final_psnr"]
+    assert np.array_equal(np.load(tmp_path / "run" / "reconstruction.npy"), np.load(tmp_path / "run" / "final.npy"))
 
 
 def compose_callbacks(name: str, **early_stopping):

@@ -136,6 +136,13 @@ def fit_metrics(cfg, module, trainer, wall_time: float, reporting) -> tuple[dict
     for callback in reporting:
         metrics.update(callback.report(module))
         images.update(callback.images(module))
+    # What the run hands over without a ground truth to pick by: the stopping rule's chosen iterate when it fired,
+    # otherwise the final one (best.* needs the ground truth and stays an oracle).
+    chosen = "es" if metrics.get("es_stopped") and "es" in images else "final"
+    metrics["reconstruction"] = chosen
+    images["reconstruction"] = images["es"] if chosen == "es" else module.estimate
+    if module.problem.has_ground_truth:
+        metrics["reconstruction_psnr"] = metrics["es_psnr"] if chosen == "es" else metrics.get("final_psnr")
     return metrics, images
 
 
