@@ -145,6 +145,7 @@ def build_table(args, prot: dict, dip_runs: dict, runs: dict) -> common.Table:
         + " dB"
         for image, v in per_image.items()
     ]
+    table.notes.append(dip.fit_time_note(runs, dip_runs))
     if args.scale == "cpu" and not args.smoke:
         table.notes.append(CPU_K16)
     table.data = {"protocol": {key: list(v) if isinstance(v, tuple) else v for key, v in prot.items()}, "runs": runs}
