@@ -40,6 +40,7 @@ FAST = [
 # Baseline settings of the fast setting, for the tasks that have them (see compose_config).
 FAST_BASELINES = {
     "bm3d": False,
+    "nlm": False,
     "tv_max_iterations": 50,
     "sirt_iterations": 10,
     "cgls_iterations": 5,

@@ -105,3 +105,12 @@ def test_tasks_report_the_baseline_iterations():
     assert 0 < problem.info["baseline_iterations"]["tv"] <= 300
     assert problem.info["baseline_converged"]["tv"] in (True, False)
     assert problem.psnr(problem.baselines()["tv"]) > problem.psnr(problem.baselines()["noisy"])
+
+
+@pytest.mark.parametrize("grayscale", [True, False])
+def test_nlm_baseline_beats_the_noisy_input(grayscale):
+    problem = denoising(size=48, grayscale=grayscale, bm3d=False, nlm=True, tv_max_iterations=10)
+    psnr = {key: float(problem.psnr(image)) for key, image in problem.baselines().items()}
+    assert set(psnr) == {"noisy", "tv", "nlm"}
+    assert problem.baselines()["nlm"].shape == problem.y.shape
+    assert psnr["nlm"] > psnr["noisy"] + 3

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from untrained.baselines.denoisers import bm3d_denoise
+from untrained.baselines.denoisers import bm3d_denoise, nlm_denoise
 from untrained.baselines.tv import tv_pdhg
 from untrained.errors import check_at_least
 from untrained.operators.base import Identity
@@ -25,13 +25,15 @@ def denoising(
     noise: str = "gaussian",
     noise_level: float | None = None,
     bm3d: bool = True,
+    nlm: bool = False,
     tv_max_iterations: int = 2000,
     tv_tolerance: float = 1e-4,
 ) -> InverseProblem:
     """Noisy copy of ``image``; ``clip`` keeps the noisy image in [0, 1] as the DIP paper does.
 
     Gaussian noise takes its level from ``sigma``/``sigma_units``; other models from ``noise_level``.
-    ``bm3d``: add the BM3D (grey) / CBM3D (colour) baseline for Gaussian noise, given the known σ."""
+    ``bm3d``: add the BM3D (grey) / CBM3D (colour) baseline for Gaussian noise, given the known σ;
+    ``nlm``: add the non-local means baseline (Gaussian noise only, filtering strength from the known σ)."""
     if noise_level is not None:  # read by the non-Gaussian models only, but never meaningful when negative
         check_at_least("task.noise_level", noise_level, 0)
     if tv_weight is not None:
@@ -49,6 +51,8 @@ def denoising(
     baselines = {"noisy": y, "tv": tv.image}
     if bm3d and noise == "gaussian" and level > 0:  # BM3D's noise model: white Gaussian of known σ
         baselines["cbm3d" if x_true.shape[1] == 3 else "bm3d"] = bm3d_denoise(y, level)
+    if nlm and noise == "gaussian" and level > 0:
+        baselines["nlm"] = nlm_denoise(y, level)
     return InverseProblem(
         name="denoising",
         operator=operator,
