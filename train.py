@@ -22,7 +22,7 @@ try:
     from omegaconf import DictConfig, OmegaConf
 
     from untrained.errors import UserError
-    from untrained.run import check_renamed, method_network
+    from untrained.run import check_renamed, preferred_choices
     from untrained.train import train
 except KeyboardInterrupt:
     stopped_by_ctrl_c()
@@ -33,9 +33,9 @@ def main(cfg: DictConfig) -> float | None:
     log = logging.getLogger("untrained")
     hydra_config = HydraConfig.get()
     overrides = list(hydra_config.overrides.task)
-    preferred = method_network(cfg, hydra_config.runtime.choices, overrides)
-    if preferred is not None:  # the method's reference network on this task (conf/method_network/)
-        cfg = hydra.compose("train", overrides=[*overrides, f"network={preferred}"])
+    preferred = preferred_choices(cfg, hydra_config.runtime.choices, overrides)
+    if preferred:  # the method's reference network, the task's callbacks (conf/method_network/, conf/task_callbacks/)
+        cfg = hydra.compose("train", overrides=[*overrides, *preferred])
         if hydra_config.output_subdir is not None:  # the run directory's record of the config is the one that runs
             OmegaConf.save(cfg, Path(hydra_config.runtime.output_dir, hydra_config.output_subdir, "config.yaml"))
     try:

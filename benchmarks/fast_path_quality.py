@@ -75,6 +75,7 @@ def main(argv=None) -> dict:
                 f"trainer.max_steps={args.steps}",
                 f"seed={args.seed}",
                 "logger=none",
+                "callbacks=default",  # all steps: the variants' best PSNR over the same run length
                 "trainer.accelerator=cpu" if not torch.cuda.is_available() else "trainer.accelerator=gpu",
                 f"paths.output_dir={tmp}",
                 *(QUICK_NETWORK["skip"] if args.small_network else []),

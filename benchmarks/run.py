@@ -104,6 +104,7 @@ def base_overrides(task: str, network: str, device: str, args, output_dir: str) 
         f"logger={args.logger}",
         f"paths.output_dir={output_dir}",
         "hydra.run.dir=.",
+        "callbacks=default",  # every task runs all its steps (denoising would otherwise stop early by default)
     ]
     if task in SIGNAL_TASKS:
         overrides = SIGNAL_NETWORK.get(network, []) + overrides

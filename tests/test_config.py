@@ -36,3 +36,22 @@ def test_default_experiment_is_dip_denoising_of_builtin_image():
         25.0,
     )
     assert cfg.method.lr == 0.01 and cfg.trainer.max_steps == 3000
+
+
+@pytest.mark.parametrize(
+    "overrides,stops",
+    [
+        ([], True),  # python train.py: denoising stops by itself (conf/task_callbacks/denoising.yaml)
+        (["callbacks=default"], False),  # an explicit choice wins
+        (["callbacks=none"], False),
+        (["task=mri"], False),  # other tasks run all their steps
+        (["experiment=dip_denoising"], False),  # the paper's protocol: all 3000 steps
+    ],
+)
+def test_the_default_denoising_run_stops_by_itself(overrides, stops):
+    from untrained.run import compose
+
+    rule = OmegaConf.select(compose(overrides), "callbacks.early_stopping")
+    assert (rule is not None and rule.stop_training) == stops
+    if stops:
+        assert rule._target_.endswith("ExponentialVarianceStopping") and rule.patience <= 300

@@ -296,3 +296,11 @@ def test_several_steps_per_lightning_batch_change_nothing(make_cfg):
     assert seven["es_stopped"] and seven["steps"] == one["steps"] == one["es_stop_step"] + 1 < 300
     for key in ("es_step", "es_psnr", "best_psnr", "best_step", "final_psnr", "final_loss"):
         assert seven[key] == one[key], key
+
+
+def test_the_default_stopping_rule_ends_a_run_and_hands_over_its_choice(make_cfg, tmp_path):
+    cfg = make_cfg(["trainer.max_steps=400", "module.log_every=10"])
+    cfg.callbacks = compose_callbacks("stop_early", start=10, patience=20, check_every=1)
+    metrics = train(cfg)
+    assert metrics["es_stopped"] and metrics["steps"] == metrics["es_stop_step"] + 1 < 400
+    assert metrics["reconstruction"] == "es" and metrics["reconstruction_psnr"] == metrics["es_psnr"]

@@ -65,29 +65,39 @@ def compose(overrides=(), config_dir: str | Path = CONF_DIR, config_name: str = 
     check_renamed(overrides)
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         cfg = hydra_compose(config_name, overrides=overrides, return_hydra_config=True)
-        preferred = method_network(cfg, cfg.hydra.runtime.choices, overrides)
-        if preferred is not None:
-            return hydra_compose(config_name, overrides=[*overrides, f"network={preferred}"])
+        preferred = preferred_choices(cfg, cfg.hydra.runtime.choices, overrides)
+        if preferred:
+            return hydra_compose(config_name, overrides=[*overrides, *preferred])
         with open_dict(cfg):
             del cfg["hydra"]
         return cfg
 
 
 DEFAULT_NETWORK = "skip"  # train.yaml's `network` default
+DEFAULT_CALLBACKS = "default"  # train.yaml's `callbacks` default
 
 
-def method_network(cfg: DictConfig, choices, overrides) -> str | None:
-    """The network a method's reference uses on this task (``conf/method_network/<method>_<task>.yaml``, e.g.
-    aSeqDIP's U-Net on MRI), when the run has not chosen one: the network group is still train.yaml's default and
-    no override names it (an explicit ``network=skip`` wins). None: keep the composed config.
+def preferred_choices(cfg: DictConfig, choices, overrides) -> list[str]:
+    """Group choices a method or task prefers when the run has not made them (each group still at train.yaml's
+    default and no override naming it; an explicit choice wins), as overrides to compose the config again with:
 
-    Hydra cannot let a method×task config override the network group (overrides are not allowed under an
-    interpolated default), so the config is composed again with ``network=<name>`` (``compose``, ``train.py``)."""
-    name = OmegaConf.select(cfg, "method_network.name")
-    if name is None or choices.get("network") != DEFAULT_NETWORK:
-        return None
+    - ``network=<name>``: the network a method's reference uses on this task
+      (``conf/method_network/<method>_<task>.yaml``, e.g. aSeqDIP's U-Net on MRI);
+    - ``callbacks=<name>``: the callbacks a task runs by default (``conf/task_callbacks/<task>.yaml``, e.g. early
+      stopping that ends a denoising run).
+
+    Hydra cannot let a method×task or task config override another group (overrides are not allowed under an
+    interpolated default), so the config is composed again with these (``compose``, ``train.py``)."""
     named = {str(o).lstrip("+~").split("=", 1)[0].split("@", 1)[0] for o in overrides}
-    return None if "network" in named else str(name)
+    preferred = []
+    for group, default, entry in (
+        ("network", DEFAULT_NETWORK, "method_network"),
+        ("callbacks", DEFAULT_CALLBACKS, "task_callbacks"),
+    ):
+        name = OmegaConf.select(cfg, f"{entry}.name")
+        if name is not None and choices.get(group) == default and group not in named:
+            preferred.append(f"{group}={name}")
+    return preferred
 
 
 def build(config: DictConfig | None, group: str, **kwargs):
