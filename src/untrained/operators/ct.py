@@ -109,9 +109,9 @@ class ParallelBeamTransform(LinearOperator):
 
     def check_range(self, y: torch.Tensor) -> None:
         if tuple(y.shape[1:]) != self.range_shape:
+            shape = ", ".join(map(str, self.range_shape))
             raise ValueError(
-                f"{type(self).__name__}.adjoint expects sinograms of shape (B, {', '.join(map(str, self.range_shape))}), "
-                f"got {tuple(y.shape)}."
+                f"{type(self).__name__}.adjoint expects sinograms of shape (B, {shape}), got {tuple(y.shape)}."
             )
 
 
