@@ -165,8 +165,14 @@ class BatchedModule(TrackedFit):
 
     def make_runner(self) -> StepRunner:
         first = self.members[0]
+        mappable = first.problem.operator.vmappable
         if self.requested_mode == "auto":  # vmap on a GPU, loop on the CPU: docs/performance.md
-            self.mode = "vmap" if self.device.type == "cuda" else "loop"
+            self.mode = "vmap" if self.device.type == "cuda" and mappable else "loop"
+        elif self.mode == "vmap" and not mappable:
+            raise UserError(
+                f"batching.mode=vmap cannot map the {type(first.problem.operator).__name__} operator (it runs "
+                "outside torch): use batching.mode=loop (or auto), or for CT task.impl=torch."
+            )
         wanted = self.performance.resolve(
             self.device,
             first.network,

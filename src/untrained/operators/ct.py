@@ -41,15 +41,15 @@ def astra_available() -> bool:
 
 def default_impl(impl: str | None = None) -> str:
     """The ray transform ``task.impl`` names. ``null``: ASTRA (astra_cuda on a GPU, else astra_cpu), or the
-    torch one where astra-toolbox is not installed. ``auto``: torch on a GPU (a CUDA graph can record it,
-    not ASTRA), ASTRA on the CPU (faster there: benchmarks/results/cpu-ct-operator-torch.md)."""
+    torch one where astra-toolbox is not installed. ``auto``: torch, on any device: a CUDA graph can record
+    it and vmap map it (not ASTRA), and on one CPU thread it was not slower than astra_cpu at 128² and 256²
+    (benchmarks/results/cpu-ct-operator-torch.md)."""
     if impl is not None and impl not in IMPLS:
         raise UserError(f"task.impl must be one of {', '.join(IMPLS)} or null (automatic), got '{impl}'.")
-    gpu = torch.cuda.is_available()
     if impl == "auto" or (impl is None and not astra_available()):
-        return "torch" if gpu or not astra_available() else "astra_cpu"
+        return "torch"
     if impl is None:
-        return "astra_cuda" if gpu else "astra_cpu"
+        return "astra_cuda" if torch.cuda.is_available() else "astra_cpu"
     return impl
 
 
@@ -119,6 +119,7 @@ class RayTransform(ParallelBeamTransform):
     """ODL's RayTransform with ASTRA (``astra_cpu`` / ``astra_cuda``)."""
 
     capturable = False  # ASTRA launches its own kernels, outside torch's streams: a CUDA graph cannot record them
+    vmappable = False  # nor can vmap map them
 
     def __init__(
         self,
