@@ -22,6 +22,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import scipy.sparse
 import torch
 
 from untrained.errors import UserError, check_integer
@@ -209,6 +210,20 @@ def joseph_system_matrix(
     return np.concatenate(rays), np.concatenate(pixels), np.concatenate(weights)
 
 
+def _torch_csr(matrix) -> torch.Tensor:
+    """A SciPy CSR matrix as a torch sparse CSR tensor (float32, int64 indices)."""
+    matrix.sum_duplicates()
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the matmuls used here are tested
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(matrix.indptr.astype(np.int64)),
+            torch.from_numpy(matrix.indices.astype(np.int64)),
+            torch.from_numpy(matrix.data.astype(np.float32)),
+            matrix.shape,
+            check_invariants=False,
+        )
+
+
 class _SparseLinearMap(torch.autograd.Function):
     """y = M x on flattened batch items (M a sparse CSR matrix), with gradient Mᵀ grad; vmap folds the mapped
     dimension into the batch."""
@@ -284,12 +299,8 @@ class TorchRayTransform(ParallelBeamTransform):
             float(partition.cell_sides[0]),
         )
         shape = (views * self.detectors, size * size)
-        indices, values = torch.from_numpy(np.stack([rays, pixels])), torch.from_numpy(weights).float()
-        with warnings.catch_warnings():  # "sparse CSR support is in beta": the matmuls used here are tested
-            warnings.simplefilter("ignore", UserWarning)
-            coo = torch.sparse_coo_tensor(indices, values, shape, check_invariants=False).coalesce()
-            self.matrix = coo.to_sparse_csr()
-            self.transpose = coo.t().coalesce().to_sparse_csr()
+        matrix = scipy.sparse.csr_matrix((weights.astype(np.float32), (rays, pixels)), shape=shape)
+        self.matrix, self.transpose = _torch_csr(matrix), _torch_csr(matrix.T.tocsr())
         # The ODL spaces' cell volumes: FBP's backprojection is ODL's weighted adjoint.
         range_weight = float(self.geometry.partition.extent.prod()) / float(self.geometry.partition.size)
         self.adjoint_scale = float(self.space.weighting.const / range_weight)
