@@ -385,16 +385,26 @@ def benchmark_batched(device_name: str, args) -> dict:
 
     Timed fp32 eager (``eager``: vmapped members; ``loop``: one member after the other, see
     ``batching.mode``) and, on a GPU, vmapped with the CUDA graph of the step (``graph``, the GPU
-    default), on a CPU with every switch at auto (``default``); B = 1 is the ordinary single-run path.
+    default) and with bf16 weights too (``graph_bf16``: ``performance.autocast=true``), on a CPU with
+    every switch at auto (``default``) and vmapped with bf16 weights (``vmap_bf16``); B = 1 is the ordinary
+    single-run path. ``--batch-modes`` picks some of them (the ``*_bf16`` ones are timed on request only).
     """
     device = torch.device("cuda" if device_name == "gpu" else "cpu")
-    modes = {
-        "eager": EAGER + ["batching.mode=vmap"],
-        "loop": EAGER + ["batching.mode=loop"],
-        **(
-            {"graph": switches(cuda_graphs=True) + ["batching.mode=vmap"]} if device.type == "cuda" else {"default": []}
-        ),
-    }  # the CPU default: loop, bf16 + channels-last on AMX CPUs
+    if device.type == "cuda":
+        extra = {
+            "graph": switches(cuda_graphs=True) + ["batching.mode=vmap"],
+            "graph_bf16": switches(autocast=True, cuda_graphs=True) + ["batching.mode=vmap"],
+        }
+    else:  # the CPU default: loop, bf16 + channels-last on AMX CPUs
+        extra = {"default": [], "vmap_bf16": switches(autocast=True) + ["batching.mode=vmap"]}
+    modes = {"eager": EAGER + ["batching.mode=vmap"], "loop": EAGER + ["batching.mode=loop"], **extra}
+    if args.batch_modes:
+        elsewhere = sorted(set(args.batch_modes) - set(modes))
+        if elsewhere:
+            print(f"[benchmark] batched {elsewhere}: not on {device_name}, skipped", file=sys.stderr, flush=True)
+        modes = {name: flags for name, flags in modes.items() if name in args.batch_modes}
+    else:  # the bf16-weights variants on request only
+        modes = {name: flags for name, flags in modes.items() if not name.endswith("_bf16")}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         overrides = base_overrides("denoising", "skip", device_name, args, tmp)
@@ -415,7 +425,8 @@ def benchmark_batched(device_name: str, args) -> dict:
     baseline = {r["mode"]: r["reconstructions_per_hour"] for r in rows if r["batch_size"] == args.batch_sizes[0]}
     for row in rows:
         row["throughput_vs_b1"] = row["reconstructions_per_hour"] / baseline[row["mode"]]
-        row["throughput_vs_b1_eager"] = row["reconstructions_per_hour"] / baseline["eager"]
+        if "eager" in baseline:
+            row["throughput_vs_b1_eager"] = row["reconstructions_per_hour"] / baseline["eager"]
     return {
         "task": "denoising",
         "network": "skip",
@@ -504,7 +515,7 @@ def markdown(report: dict) -> str:
             lines.append(
                 f"| {row['mode']} | {row['batch_size']} | {row['seconds_per_step']:.4f} "
                 f"| {row['peak_memory_mb']:.0f} | {row['reconstructions_per_hour']:.2f} "
-                f"| {row['throughput_vs_b1']:.2f}× | {row['throughput_vs_b1_eager']:.2f}× |"
+                f"| {row['throughput_vs_b1']:.2f}× | {row.get('throughput_vs_b1_eager', float('nan')):.2f}× |"
             )
     return "\n".join(lines) + "\n"
 
@@ -538,6 +549,13 @@ def parse_args(argv=None):
         type=lambda s: [int(x) for x in s.split(",") if x],
         default=None,
         help="batched fits to time, e.g. 1,2,4 (default: none; quick: 1,2)",
+    )
+    parser.add_argument("--batched-only", action="store_true", help="time the batched fits only (no task × network)")
+    parser.add_argument(
+        "--batch-modes",
+        nargs="*",
+        choices=["eager", "loop", "graph", "graph_bf16", "default", "vmap_bf16"],
+        help="batched variants (default: all but *_bf16): eager loop + graph graph_bf16 (GPU), default vmap_bf16 (CPU)",
     )
     parser.add_argument("--batch-image-size", type=int, help="image size of the batched fits (default 64; quick 32)")
     parser.add_argument(
@@ -578,7 +596,7 @@ def main(argv=None) -> dict:
         if device == "gpu" and not torch.cuda.is_available():
             results.append({"task": "*", "network": "*", "device": "gpu", "skipped": "no CUDA device on this machine"})
             continue
-        for task in tasks:
+        for task in [] if args.batched_only else tasks:
             for network in networks:
                 print(f"[benchmark] {task} × {network} on {device}", file=sys.stderr, flush=True)
                 try:

@@ -224,6 +224,32 @@ def test_batched_loop_mode_is_bit_for_bit_the_separate_runs(make_cfg, tmp_path, 
         train(make_cfg(["batching.size=2", "batching.mode=grouped"], subdir="bad"))
 
 
+def test_batched_vmap_mode_runs_bf16_with_performance_autocast(make_cfg):
+    """Autocast has no effect inside vmap, so performance.autocast=true in vmap mode casts each member's network
+    weights and input to bf16 (Bf16Forward): the convolutions run in bf16, the optimizer keeps fp32 weights, the
+    outputs come back fp32 and differ from fp32 ones by bf16 rounding only."""
+    from untrained.fit.batched import Bf16Forward
+
+    base = ["trainer.max_steps=8", "seed=3", "module.log_every=4", "batching.size=2", "batching.mode=vmap"]
+    cfg = make_cfg(base + ["performance.autocast=true"], subdir="bf16")
+    bf16, _ = fit(cfg)
+    assert isinstance(bf16.template.network.execution, Bf16Forward)
+    assert bf16.performance_report()["autocast"] is True and bf16.performance_report()["batch_mode"] == "vmap"
+    assert all(p.dtype == torch.float32 for p in bf16.stacked.values())
+    convolution_outputs = []
+    conv = next(m for m in bf16.template.network.modules() if isinstance(m, torch.nn.Conv2d))
+    handle = conv.register_forward_hook(lambda module, args, out: convolution_outputs.append(out.dtype))
+    losses, outputs, _ = bf16.members_call(0)
+    handle.remove()
+    assert convolution_outputs == [torch.bfloat16] and outputs.dtype == losses.dtype == torch.float32
+    # The same weights in fp32: bf16 rounding, nothing more.
+    bf16.bf16_weights, bf16.template.network.execution = set(), None
+    reference_losses, reference_outputs, _ = bf16.members_call(0)
+    assert torch.allclose(losses, reference_losses, rtol=0.02)
+    assert 0 < (outputs - reference_outputs).abs().max() < 0.05
+    assert torch.isfinite(bf16.tracker.best_psnr).all()
+
+
 def test_batched_fit_of_chosen_task_indices(make_cfg, tmp_path):
     """batching.indices=[2,0] on an image folder, the seed kept (batching.vary=[]): member b is the
     separate run of task.index = indices[b], to the bit (loop mode, the CPU default)."""

@@ -12,8 +12,10 @@ BatchNorm: the running statistics are removed (``replace_all_batch_norm_modules_
 them in place; a fit only ever uses batch statistics (the network is in training mode throughout), so outputs
 are unchanged. Methods with their own update rule (``Method.optimization_step`` overridden) are not supported.
 With input perturbations (``reg_noise_std``, Self-Guided DIP) each member draws its own noise, but not from the
-stream its separate run would use. bf16 autocast and channels-last apply in ``loop`` mode only (autocast has no
-effect on vmapped operations); compilation never.
+stream its separate run would use. Channels-last applies in ``loop`` mode only, compilation never. bf16: in
+``loop`` mode by autocast, as a separate run; in ``vmap`` mode (where autocast has no effect) with
+``performance.autocast=true`` by casting each member's network weights and input to bf16 inside the vmapped
+call (``Bf16Forward``; the fp32 stacked weights stay the optimizer's master copy, the loss is fp32).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from untrained.fit.loop import step_tools
 from untrained.fit.module import UntrainedModule
 from untrained.fit.tracker import Tracker
 from untrained.methods.base import Method, StepOutput
+from untrained.networks.base import Network
 from untrained.problem import InverseProblem
 from untrained.speed.policy import FORWARD_SWITCHES, Performance
 from untrained.speed.runner import StepRunner
@@ -64,6 +67,17 @@ class Member(nn.Module):
         return estimate, psnr
 
 
+class Bf16Forward:
+    """A network's ``compute`` on a bf16 input (its weights come in bf16, ``BatchedModule.members_call``), output
+    back in fp32 for the loss and the operators: bf16 convolutions inside vmap, where autocast does nothing."""
+
+    def __init__(self, network: Network):
+        self.network = network
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return self.network.compute(z.to(torch.bfloat16)).float()
+
+
 def _flat(name: str) -> str:
     return name.replace(".", "__")
 
@@ -84,6 +98,7 @@ class BatchedModule(TrackedFit):
         if mode not in MODES:
             raise UserError(f"batching.mode must be auto, vmap or loop, got {mode!r}.")
         self.requested_mode = self.mode = mode
+        self.bf16_weights: set[str] = set()  # network weights cast to bf16 in vmap mode (performance.autocast)
         if steps_per_batch not in ("auto", 1):
             raise UserError(
                 "Batched fits take one optimization step per Lightning batch: set module.steps_per_batch=auto."
@@ -153,6 +168,10 @@ class BatchedModule(TrackedFit):
             return functional_call(self.template, (p, b), (step, *member_args))
 
         if self.mode == "vmap":
+            if self.bf16_weights:
+                # Manual mixed precision: each member's network weights enter its call in bf16 (autocast has no
+                # effect on vmapped operations); the fp32 stacked weights stay the optimizer's master copy.
+                params = {k: v.to(torch.bfloat16) if k in self.bf16_weights else v for k, v in params.items()}
             return vmap(one, randomness="different")(params, buffers, *args)
         count = len(self.members)
 
@@ -165,8 +184,14 @@ class BatchedModule(TrackedFit):
 
     def make_runner(self) -> StepRunner:
         first = self.members[0]
+        mappable = first.problem.operator.vmappable
         if self.requested_mode == "auto":  # vmap on a GPU, loop on the CPU: docs/performance.md
-            self.mode = "vmap" if self.device.type == "cuda" else "loop"
+            self.mode = "vmap" if self.device.type == "cuda" and mappable else "loop"
+        elif self.mode == "vmap" and not mappable:
+            raise UserError(
+                f"batching.mode=vmap cannot map the {type(first.problem.operator).__name__} operator (it runs "
+                "outside torch): use batching.mode=loop (or auto), or for CT task.impl=torch."
+            )
         wanted = self.performance.resolve(
             self.device,
             first.network,
@@ -182,19 +207,38 @@ class BatchedModule(TrackedFit):
             "compile": False,
             "cuda_graphs": wanted["cuda_graphs"],
         }
-        dropped = [k for k in FORWARD_SWITCHES if getattr(self.performance, k) is True and not applied[k]]
+        # In vmap mode bf16 takes the manual route, bf16 weights and input (Bf16Forward), on request only
+        # (performance.autocast=true) until its quality is measured on a GPU (docs/performance.md).
+        manual_bf16 = (
+            self.performance.autocast is True
+            and wanted["autocast"]
+            and not looped
+            and isinstance(first.network, Network)
+        )
+        dropped = [
+            k
+            for k in FORWARD_SWITCHES
+            if getattr(self.performance, k) is True and not applied[k] and not (k == "autocast" and manual_bf16)
+        ]
         if dropped:
             log.warning(
-                "performance.%s not applied to batched fits in %s mode (compilation never; bf16 and "
-                "channels-last in loop mode only).",
+                "performance.%s not applied to batched fits in %s mode (compilation never; channels-last in "
+                "loop mode only).",
                 "/".join(dropped),
                 self.mode,
             )
         # The members' calls go through the template's network, so its execution is theirs.
-        return StepRunner(self.batched_step, self.template.network, self.template.problem, self.device, applied)
+        runner = StepRunner(self.batched_step, self.template.network, self.template.problem, self.device, applied)
+        if manual_bf16:
+            self.bf16_weights = {k for k in self.names["params"] if k.startswith("network.")}
+            self.template.network.execution = Bf16Forward(self.template.network)
+        return runner
 
     def performance_report(self) -> dict:
-        return {**super().performance_report(), "batch_mode": self.mode}
+        report = {**super().performance_report(), "batch_mode": self.mode}
+        if self.bf16_weights:
+            report["autocast"] = True  # as bf16 weights and input (Bf16Forward), not torch.autocast
+        return report
 
     def batched_step(self, step: int, optimizer, backward) -> StepOutput:
         """One optimizer step of every member; ``loss`` holds the B members' losses."""

@@ -24,6 +24,8 @@ class Operator(nn.Module):
     # Whether applying it is torch's own GPU work (no host round trip, no external kernels): a CUDA
     # graph can record it.
     capturable: bool = True
+    # Whether torch.func.vmap can map it (batched fits' vmap mode): torch operations, or a batching rule.
+    vmappable: bool = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError

@@ -24,7 +24,7 @@ from untrained.errors import (
     check_integer,
     read_npy,
 )
-from untrained.operators.ct import RayTransform
+from untrained.operators.ct import ray_transform
 from untrained.operators.generators.phantoms import MU_AIR, MU_MAX, MU_WATER, random_ellipses, simulate_sinogram
 from untrained.problem import InverseProblem
 from untrained.tasks.images import fit_size, load_image, resolve_path
@@ -143,7 +143,7 @@ def ct(
                 "to centre-crop and resize it."
             )
         size = square_size(int(height))
-    operator = RayTransform(size, views, view_selection, seed=noise_seed, impl=impl)
+    operator = ray_transform(size, views, view_selection, seed=noise_seed, impl=impl)
     y = simulate_sinogram(operator, x_true, photons, gaussian_std, noise_seed)
     fbp = operator.fbp(y, fbp_filter, fbp_frequency_scaling)
     init = fbp.clamp(0, 1)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from untrained.errors import check_at_least, check_positive
-from untrained.operators.ct import RayTransform
+from untrained.operators.ct import ParallelBeamTransform
 
 MU_WATER, MU_AIR, MU_MAX = 20.0, 0.02, 81.35858  # m⁻¹
 FIELD_OF_VIEW = 0.26  # m, the side of the reconstructed square
@@ -37,7 +37,7 @@ def random_ellipses(size: int, seed: int, count: int = 12) -> np.ndarray:
 
 
 def simulate_sinogram(
-    operator: RayTransform, x: torch.Tensor, photons: float | None, gaussian_std: float, seed: int
+    operator: ParallelBeamTransform, x: torch.Tensor, photons: float | None, gaussian_std: float, seed: int
 ) -> torch.Tensor:
     """Post-log line integrals (of the normalised operator) with Poisson and Gaussian noise."""
     clean = operator(x)
