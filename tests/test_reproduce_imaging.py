@@ -188,3 +188,10 @@ def test_reference_presets_one_preset_writes_its_table(tmp_path):
     best = rows["aSeqDIP, CT (Aseq_DIP_CT.py): best PSNR"]["ours"]
     assert best > 10 and table["data"]["runs"]["aseqdip_ct"]["task_info"] is not None
     assert rows["aSeqDIP, CT (Aseq_DIP_CT.py): best − FBP"]["verdict"].startswith("FBP ")
+
+
+def test_aseqdip_inpainting_follows_its_script():
+    # Aseq_DIP_inpainting.py: Adam lr 3e-4, N = 2, λ = 1, MSE terms, the new input the raw network output
+    method = compose(["task=inpainting", "method=aseqdip"]).method
+    assert (method.lr, method.inner_steps, method.ae_weight, method.loss) == (3e-4, 2, 1.0, "mse")
+    assert method.data_consistency == "never"

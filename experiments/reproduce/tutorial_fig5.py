@@ -108,8 +108,17 @@ DIAGNOSES = [
     "MRI/CT, data: the built-in Shepp-Logan phantom is piecewise constant, TV's ideal image: TV-SENSE / TV-PDHG are "
     "far above every other method here, unlike on the papers' fastMRI knee / AAPM slices. On a real 8-coil brain slice "
     "(issue 18) aSeqDIP (skip net, 1500 steps) reached 28.50 dB vs CG-SENSE 29.62, still rising.",
-    "CT, TV-DIP vs TV-PDHG: TV-DIP (dival's λ, lr 1e-3) runs 300 steps at the cpu scale (dival: thousands); on a "
-    "noiseless piecewise-constant phantom converged TV-PDHG is near exact, so TV-DIP ≥ TV-PDHG is not expected here.",
+    "CT, TV-DIP vs TV-PDHG: TV-DIP has dival's lr 1e-3 (10× below vanilla DIP's) and runs 300 steps at the cpu scale "
+    "(dival: thousands), so it is far from its peak (best at the last step, below vanilla DIP); on a noiseless "
+    "piecewise-constant phantom converged TV-PDHG is near exact, so TV-DIP ≥ TV-PDHG is not expected at this scale.",
+    "Self-Guided DIP: lr 3e-4 and 200 steps at the cpu scale (K = 4 forward passes a step); its best is at the last "
+    "step on every task, i.e. the cpu schedule, not the method, decides its rows; on CT it has the skip network "
+    "(its MediumUNet setting is the self_guided_ct preset, reference_presets table).",
+    "Inpainting, aSeqDIP: ran with the method's denoising defaults (lr 1e-4) and restored the observed pixels in each "
+    "new input; its inpainting script (Aseq_DIP_inpainting.py) uses lr 3e-4 and the raw output as the new input: "
+    "conf/method_task/aseqdip_inpainting.yaml now sets those (this table's run).",
+    "Vanilla DIP, TV-DIP, deep decoder: 300 steps at the cpu scale, best at (or near) the last step: not converged; "
+    "ES-WMV's window (100) is a third of the run, so its detected step says little at this scale.",
 ]
 
 
