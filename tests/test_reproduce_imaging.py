@@ -152,8 +152,6 @@ def test_reference_presets_writes_its_table(tmp_path):
             "--override",
             "task.size=32",
             "trainer.max_steps=10",
-            *TINY_BASELINES,
-            "task.l1_iterations=20",
         ]
     )
     table = json.loads((tmp_path / "results" / "reference_presets_cpu.json").read_text())

@@ -33,6 +33,19 @@ CPU = {"size": 64, "steps": {"aseqdip_mri": 600, "aseqdip_ct": 600, "self_guided
 PAPER_STEPS = {"aseqdip_mri": 60000, "aseqdip_ct": 20000, "self_guided_mri": 3000, "self_guided_ct": 3000}
 
 
+NOTES = [
+    "aSeqDIP MRI: at the script's lr 1e-4 the cpu run (600 steps) is still rising; run on, the same setting peaks at "
+    "~25.95 dB (step ~1600 of 2000, 64²), ~1.4 dB above CG-SENSE; with squared terms (method.loss=mse) it reaches "
+    "27.1 dB in 1000 steps (tutorial_fig5 table, diagnosis row and notes: loss form, k-space scaling, data).",
+    "aSeqDIP CT: the script's setting (30 views here) is far above every baseline within 600 steps.",
+    "Self-Guided DIP MRI: 200 steps at lr 3e-4, best at the last step: the cpu schedule is too short to judge the "
+    "method (its reference iteration count is not in the material we could read).",
+    "Self-Guided DIP CT: best at step 6 (about the FBP input's quality), then it falls: the input z is optimised at lr "
+    "0.1 (the MRI notebook's value, where z starts from noise); from an FBP input such a step rewrites z within a "
+    "few steps. A setting without a reference; a smaller input_lr (or optimize_input=false) is the first thing to try.",
+]
+
+
 def overrides(preset: str, scale: str) -> list[str]:
     if scale == "paper":
         return [f"experiment={preset}"]
@@ -87,6 +100,7 @@ def main(argv=None) -> None:
             )
             table.add(f"{label}: best − {name}", None, diff, verdict)
     table.notes += [
+        *NOTES,
         "Paper column: the seed tutorial's text gives no PSNR tables for aSeqDIP / Self-Guided DIP on MRI or CT (its "
         "Fig. 5 prints them inside the images, on fastMRI / AAPM data we do not have); ours are on built-in data.",
     ]
