@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+SMALL_SKIP_NET = ["network.channels_down=[16,16,16]", "network.channels_up=[16,16,16]", "network.channels_skip=[4,4,4]"]
+
 
 def run_command(module, monkeypatch, tmp_path, *options: str) -> dict:
     results = tmp_path / "results"
@@ -26,6 +28,7 @@ def test_early_stopping_command_writes_per_run_and_median_rows(monkeypatch, tmp_
         monkeypatch,
         tmp_path,
         *("--steps", "130", "--size", "32", "--only", "denoising_astronaut_s25", "ct_18views"),
+        *("--override", "task.tv_max_iterations=20", *SMALL_SKIP_NET),
     )
     quantities = [row["quantity"] for row in table["rows"]]
     assert "ES-WMV median detection gap, denoising (all runs)" in quantities
@@ -46,7 +49,20 @@ def test_robustness_command_writes_the_table_and_the_figure(monkeypatch, tmp_pat
     from experiments.reproduce import robustness
 
     table = run_command(
-        robustness, monkeypatch, tmp_path, *("--steps", "20", "--size", "32", "--methods", "vanilla", "aseqdip")
+        robustness,
+        monkeypatch,
+        tmp_path,
+        *(
+            "--steps",
+            "20",
+            "--size",
+            "32",
+            "--methods",
+            "vanilla",
+            "aseqdip",
+            "--override",
+            "task.tv_max_iterations=20",
+        ),
     )
     quantities = [row["quantity"] for row in table["rows"]]
     assert any(q.startswith("aSeqDIP: peak − PSNR at step") for q in quantities)

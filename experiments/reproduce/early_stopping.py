@@ -30,7 +30,7 @@ SCALES = {  # denoising (image, σ) pairs; MRI / CT at the same size
     "cpu": {
         "size": 64,
         "steps": 2000,
-        "denoising": [("astronaut", 15), ("astronaut", 25), ("astronaut", 50), ("camera", 25), ("coffee", 25)],
+        "denoising": [("astronaut", 15), ("camera", 25), ("coffee", 50)],  # three images, three noise levels
     },
     "paper": {
         "size": 512,
@@ -110,6 +110,7 @@ def observe(overrides: list[str], output_dir, args) -> dict:
     psnr = [(s, p) for s, p in zip(history["step"], history["psnr"]) if p is not None]
     result = {
         "overrides": overrides,
+        "extra": list(args.override),
         "steps": int(cfg.trainer.max_steps),
         "wall_time_s": outcome.wall_time_s,
         "best_psnr": float(module.best_psnr),
@@ -138,7 +139,12 @@ def run_all(args, steps: int) -> dict:
             if saved.is_file():
                 results[label] = json.loads(saved.read_text())
             continue
-        results[label] = observe([*overrides, f"trainer.max_steps={steps}"], output_dir, args)
+        overrides = [*overrides, f"trainer.max_steps={steps}"]
+        finished = json.loads(saved.read_text()) if saved.is_file() else {}
+        if finished.get("overrides") == overrides and finished.get("extra") == args.override:  # the same run
+            results[label] = finished
+            continue
+        results[label] = observe(overrides, output_dir, args)
         rules = results[label]["rules"]
         print(
             f"{label}: best {results[label]['best_psnr']:.2f} dB at {results[label]['best_step']}; "
@@ -220,6 +226,39 @@ def table(args, results: dict, steps: int) -> common.Table:
     return t
 
 
+def plot_variance(results: dict, path) -> None:
+    """Per run: PSNR and both rules' variances vs step, with the detected steps (the diagnosis of a rule that does
+    not fire: where its variance has its minimum relative to the PSNR peak)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = 3
+    rows = -(-len(results) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.2 * rows), squeeze=False)
+    for ax, (label, run) in zip(axes.flat, results.items()):
+        steps, psnr = zip(*run["psnr"])
+        ax.plot(steps, psnr, color="tab:red", lw=1)
+        ax.axvline(run["best_step"], color="tab:red", ls=":", lw=1)
+        ax.set_title(label, fontsize=9)
+        ax.set_ylabel("PSNR [dB]", color="tab:red", fontsize=8)
+        twin = ax.twinx()
+        for (name, curve), color in zip(run["variance"].items(), ("tab:blue", "tab:green")):
+            if curve:
+                x, v = zip(*curve)
+                twin.semilogy(x, v, color=color, lw=1, label=name)
+            rule = run["rules"][name]
+            if rule.get("step") is not None:
+                twin.axvline(rule["step"], color=color, ls="--" if rule.get("stopped") else ":", lw=1)
+        twin.legend(fontsize=7, loc="upper right")
+    for ax in list(axes.flat)[len(results) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main() -> None:
     p = common.parser(__doc__)
     p.add_argument("--steps", type=int, default=None, help="steps per run (default: the scale's)")
@@ -230,7 +269,9 @@ def main() -> None:
     steps = args.steps or common_spec(args.scale)["steps"]
     start = time.perf_counter()
     results = run_all(args, steps)
-    table(args, results, steps).write(args, time.perf_counter() - start)
+    written = table(args, results, steps).write(args, time.perf_counter() - start)
+    if results:
+        plot_variance(results, written.with_name(f"{NAME}_{args.scale}_variance.png"))
 
 
 if __name__ == "__main__":
