@@ -27,14 +27,14 @@ def test_early_stopping_command_writes_per_run_and_median_rows(monkeypatch, tmp_
         early_stopping,
         monkeypatch,
         tmp_path,
-        *("--steps", "130", "--size", "32", "--only", "denoising_astronaut_s25", "ct_18views"),
+        *("--steps", "130", "--size", "32", "--only", "denoising_camera_s25", "ct_18views"),
         *("--override", "task.tv_max_iterations=20", *SMALL_SKIP_NET),
     )
     quantities = [row["quantity"] for row in table["rows"]]
     assert "ES-WMV median detection gap, denoising (all runs)" in quantities
     assert "ES-EMV detection gap, ct_18views" in quantities
     runs = table["data"]["runs"]
-    assert set(runs) == {"denoising_astronaut_s25", "ct_18views"}
+    assert set(runs) == {"denoising_camera_s25", "ct_18views"}
     for run in runs.values():
         for rule in ("wmv", "emv"):
             report = run["rules"][rule]
@@ -42,7 +42,7 @@ def test_early_stopping_command_writes_per_run_and_median_rows(monkeypatch, tmp_
             assert report["gap"] == pytest.approx(run["best_psnr"] - report["psnr"]) and report["gap"] >= 0
         assert run["variance"]["wmv"] and run["variance"]["wmv"][0][0] >= 99  # defined from the W-th step on
     markdown = (tmp_path / "results" / "early_stopping_cpu.md").read_text()
-    assert "| denoising_astronaut_s25 |" in markdown and "ES-WMV fired on denoising runs" in markdown
+    assert "| denoising_camera_s25 |" in markdown and "ES-WMV fired on denoising runs" in markdown
 
 
 def test_robustness_command_writes_the_table_and_the_figure(monkeypatch, tmp_path):
