@@ -31,7 +31,8 @@ DEFAULT_METHODS = ["vanilla", ES_RUN, "tv", "self_guided", "aseqdip"]
 ES_LABEL = "vanilla + ES-WMV"
 
 
-def compose(run: str, args) -> DictConfig:  # noqa: F821
+def compose(run: str, args, extra: list[str] = ()) -> DictConfig:  # noqa: F821
+    """The config of one curve; ``extra``: this run's own overrides (e.g. its paper's learning rate)."""
     from untrained.run import compose as compose_overrides
 
     overrides = [
@@ -46,6 +47,7 @@ def compose(run: str, args) -> DictConfig:  # noqa: F821
         f"seed={args.seed}",
         f"paths.output_dir={Path(args.runs).resolve() / run}",
         f"module.log_every={min(args.steps, 100)}",
+        *extra,
     ]
     if run == ES_RUN:  # ES_WMV.ipynb: DIP with reg_noise_std = 1/30, stopped by the rule
         overrides += [

@@ -197,6 +197,35 @@ def test_es_wmv_with_fewer_steps_than_its_window_reports_no_detection(make_cfg, 
     assert np.array_equal(np.load(tmp_path / "run" / "reconstruction.npy"), np.load(tmp_path / "run" / "final.npy"))
 
 
+@pytest.mark.parametrize("watch", ["output", "estimate"])
+def test_es_rules_watch_the_raw_output_when_the_method_averages_its_outputs(make_cfg, watch):
+    """With DIP's exponential output averaging (exp_weight > 0) the rules look at, and return, the raw network output
+    of each step (as the ES-DIP notebooks do), not the averaged estimate, unless told ``watch=estimate``."""
+    from untrained.callbacks.base import StepCallback
+    from untrained.run import assemble, fit
+
+    class Record(StepCallback):
+        def __init__(self):
+            self.outputs, self.estimates = {}, {}
+
+        def on_step_end(self, trainer, module, step):
+            self.outputs[step], self.estimates[step] = module.output.clone(), module.estimate.clone()
+
+    rules = [
+        WindowedVarianceStopping(window=5, patience=1000, stop_training=False, prefix="wmv", watch=watch),
+        ExponentialVarianceStopping(start=3, patience=1000, stop_training=False, prefix="emv", watch=watch),
+    ]
+    record = Record()
+    cfg = make_cfg(["trainer.max_steps=30", "method.exp_weight=0.9", "callbacks=none", "module.log_every=10"])
+    fit(assemble(cfg, extra_callbacks=[*rules, record], logger=False))
+    for rule in rules:
+        step = int(rule.state["best_step"])
+        chosen = rule.state["best_image"]
+        watched, other = (record.outputs, record.estimates) if watch == "output" else (record.estimates, record.outputs)
+        assert torch.equal(chosen, watched[step])
+        assert not torch.allclose(chosen, other[step], atol=1e-4)  # averaging changes the image: a real distinction
+
+
 def compose_callbacks(name: str, **early_stopping):
     """Only the early-stopping callback of ``callbacks=<name>`` (no progress bar), with some options changed."""
     callbacks = compose_config([f"callbacks={name}"]).callbacks

@@ -106,6 +106,7 @@ class Table:
     protocol: str  # what ran: images, sizes, steps, seeds, and at cpu scale what was reduced
     rows: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)  # markdown lines after the notes, as they are (e.g. a table)
     data: dict = field(default_factory=dict)  # everything else worth keeping (per-run metrics) for the json
 
     def add(self, quantity: str, paper: float | None, ours: float | None, verdict: str = "", unit: str = "dB"):
@@ -143,6 +144,8 @@ class Table:
             )
         if self.notes:
             lines += ["", *[f"- {note}" for note in self.notes]]
+        if self.details:
+            lines += ["", *self.details]
         return "\n".join(lines) + "\n"
 
     def write(self, args, wall_time_s: float) -> Path:
@@ -159,6 +162,7 @@ class Table:
             "wall_time_s": wall_time_s,
             "rows": self.rows,
             "notes": self.notes,
+            "details": self.details,
             "data": self.data,
         }
         stem.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=float) + "\n")

@@ -54,6 +54,7 @@ class VarianceEarlyStopping(ReportingCallback):
         self.patience, self.stop_training, self.check_every, self.prefix = patience, stop_training, check_every, prefix
         self.watch = watch
         self.observed = 0
+        self.last_variance: torch.Tensor | None = None  # the latest value (on the device), for plots and probes
         self.state: dict[str, torch.Tensor] = {}
         self.pending: list[tuple[int, torch.Tensor]] = []
 
@@ -88,6 +89,7 @@ class VarianceEarlyStopping(ReportingCallback):
             self.reset(image)
         variance = self.variance(image.detach().reshape(-1).float(), self.observed)
         self.observed += 1
+        self.last_variance = variance
         if variance is None:
             return None
         s = self.state
