@@ -11,6 +11,12 @@ limited to AVX-512), where the issue measured 0.86 s/step.
     python -m experiments.default_run --observe --threads 1
     python -m experiments.default_run --timed --no-amx
 
+Part 3 (`--iterates N`): the default configuration for N steps keeping every raw output, then each candidate rule
+replayed on them offline, with what it could hand over at its chosen step: the raw iterate (the paper), the
+exponential average of the raw outputs with α = 0.1, the rule's window mean, DIP's exp_weight 0.99 average.
+
+    python -m experiments.default_run --iterates 700 --no-amx --threads 1
+
 Results: experiments/results/default_run.{json,md}.
 """
 
@@ -95,6 +101,81 @@ def observe(args) -> dict:
     return result
 
 
+def iterates(args) -> dict:
+    """Part 3: every raw output of an N-step default run; the candidate rules replayed on them."""
+    import torch
+
+    from untrained.callbacks import early_stopping
+    from untrained.callbacks.base import StepCallback
+    from untrained.run import assemble, compose, fit
+
+    torch.set_num_threads(args.threads)
+    if args.no_amx:
+        os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX512_CORE"  # read when oneDNN first runs: set before the fit
+
+    class KeepOutputs(StepCallback):
+        frames: list = []
+
+        def on_step_end(self, trainer, module, step):
+            self.frames.append(module.output.detach().clone())
+
+    overrides = [
+        f"trainer.max_steps={args.iterates}",
+        "logger=none",
+        "callbacks=none",
+        "trainer.enable_progress_bar=false",
+        f"paths.output_dir={ROOT / 'outputs' / 'default_run_iterates'}",
+        *(["performance.autocast=false"] if args.no_amx else []),
+        *args.override,
+    ]
+    keep = KeepOutputs()
+    run = assemble(compose(overrides), extra_callbacks=[keep], logger=False)
+    fit(run)
+    problem = run.module.problem
+    frames = torch.stack(keep.frames)
+    raw = [float(problem.psnr(f)) for f in frames]
+    best = max(raw)
+    candidates = {
+        "wmv_w100_p200": ("WindowedVarianceStopping", {"window": 100, "patience": 200}),
+        "wmv_w100_p300": ("WindowedVarianceStopping", {"window": 100, "patience": 300}),
+        "wmv_w100_p1000": ("WindowedVarianceStopping", {"window": 100, "patience": 1000}),
+        "emv_p200": ("ExponentialVarianceStopping", {"patience": 200}),
+        "emv_p300": ("ExponentialVarianceStopping", {"patience": 300}),
+    }
+    rules = {}
+    for name, (cls, options) in candidates.items():
+        rule = getattr(early_stopping, cls)(stop_training=False, prefix=name, **options)
+        short = frames[0].clone()
+        long = frames[0].clone()
+        shorts, longs = [], []
+        for step, frame in enumerate(frames):
+            rule.observe(frame, step)
+            short.lerp_(frame, 0.1)
+            long.lerp_(frame, 0.01)
+            shorts.append(float(problem.psnr(short)))
+            longs.append(float(problem.psnr(long)))
+        chosen = int(rule.state["best_step"])
+        stopped = bool(rule.state["stopped"])
+        window = frames[max(0, chosen - 99) : chosen + 1].mean(0)
+        rules[name] = {
+            "fires_at": int(rule.state["stop_step"]) if stopped else None,
+            "chosen": chosen,
+            "raw": raw[chosen],
+            "average_0.1": shorts[chosen],
+            "window_mean": float(problem.psnr(window)),
+            "exp_weight_0.99": longs[chosen],
+        }
+    return {
+        "overrides": overrides,
+        "env": "ONEDNN_MAX_CPU_ISA=AVX512_CORE" if args.no_amx else "",
+        "machine": machine(),
+        "steps": args.iterates,
+        "best_psnr": best,
+        "best_step": raw.index(best),
+        "rules": rules,
+    }
+
+
 def timed(args) -> dict:
     env = {**os.environ, "WANDB_MODE": "offline"}
     overrides = list(args.override)
@@ -142,6 +223,25 @@ def markdown(results: dict) -> str:
                 else f"| {name} | {fired} | | | |"
             )
         lines.append("")
+    replayed = results.get("iterates")
+    if replayed:
+        lines += [
+            f"Part 3: `{replayed['env']} python -m experiments.default_run --iterates {replayed['steps']}"
+            f"{' --no-amx' if replayed['env'] else ''}` ({replayed['machine']}): the raw outputs of "
+            f"{replayed['steps']} default steps, best raw iterate **{replayed['best_psnr']:.2f} dB** at step "
+            f"{replayed['best_step']}; each rule replayed on them, PSNR [dB] of what it could hand over at its "
+            "chosen step:",
+            "",
+            "| rule | fires at step | chosen step | raw iterate | average α = 0.1 | window mean (100) "
+            "| exp_weight 0.99 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, rule in replayed["rules"].items():
+            lines.append(
+                f"| {name} | {rule['fires_at'] or 'did not fire'} | {rule['chosen']} | {rule['raw']:.2f} | "
+                f"{rule['average_0.1']:.2f} | {rule['window_mean']:.2f} | {rule['exp_weight_0.99']:.2f} |"
+            )
+        lines.append("")
     for key in ("timed", "timed_no_amx"):
         run = results.get(key)
         if run:
@@ -162,6 +262,7 @@ def main() -> None:
     parser.add_argument("--timed", action="store_true")
     parser.add_argument("--no-amx", action="store_true")
     parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--iterates", type=int, default=0, help="part 3: steps whose raw outputs are replayed")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--override", nargs="*", default=[])
     args = parser.parse_args()
@@ -169,6 +270,9 @@ def main() -> None:
     results = load(RESULTS / "default_run.json")
     if args.observe:
         results["observe"] = observe(args)
+        save(results)
+    if args.iterates:
+        results["iterates"] = iterates(args)
         save(results)
     if args.timed:
         results["timed_no_amx" if args.no_amx else "timed"] = timed(args)

@@ -54,4 +54,4 @@ def test_the_default_denoising_run_stops_by_itself(overrides, stops):
     rule = OmegaConf.select(compose(overrides), "callbacks.early_stopping")
     assert (rule is not None and rule.stop_training) == stops
     if stops:
-        assert rule._target_.endswith("ExponentialVarianceStopping") and rule.patience <= 300
+        assert rule._target_.endswith("WindowedVarianceStopping") and rule.patience <= 300 and rule.average > 0

@@ -171,6 +171,21 @@ def test_variance_rule_stops_and_returns_the_variance_minimum(rule):
     assert torch.equal(state["best_image"], sequence[minimum])
 
 
+def test_a_rule_with_average_hands_over_the_running_average_at_its_chosen_step():
+    sequence, alpha = synthetic_sequence(), 0.1
+    callback = WindowedVarianceStopping(window=7, patience=15, average=alpha)
+    average = sequence[0].clone()
+    averages = []
+    for step, image in enumerate(sequence):
+        average = average + alpha * (image - average)
+        averages.append(average)
+        callback.observe(image, step)
+    chosen = int(callback.state["best_step"])
+    assert chosen == min(brute_force_wmv(sequence, 7).items(), key=lambda kv: kv[1])[0]  # the same step
+    assert torch.allclose(callback.state["best_image"], averages[chosen], atol=1e-6)
+    assert not torch.allclose(callback.state["best_image"], sequence[chosen])
+
+
 def test_es_wmv_callback_stops_a_real_run_and_reports(make_cfg, tmp_path):
     cfg = make_cfg(["trainer.max_steps=300", "module.log_every=10"])
     cfg.callbacks = compose_callbacks("es_wmv", window=10, patience=20, check_every=1)
@@ -329,7 +344,7 @@ def test_several_steps_per_lightning_batch_change_nothing(make_cfg):
 
 def test_the_default_stopping_rule_ends_a_run_and_hands_over_its_choice(make_cfg, tmp_path):
     cfg = make_cfg(["trainer.max_steps=400", "module.log_every=10"])
-    cfg.callbacks = compose_callbacks("stop_early", start=10, patience=20, check_every=1)
+    cfg.callbacks = compose_callbacks("stop_early", window=10, patience=20, check_every=1)
     metrics = train(cfg)
     assert metrics["es_stopped"] and metrics["steps"] == metrics["es_stop_step"] + 1 < 400
     assert metrics["reconstruction"] == "es" and metrics["reconstruction_psnr"] == metrics["es_psnr"]

@@ -28,14 +28,18 @@ RULES = {  # prefix: (class, options); the notebooks' settings
 REG_NOISE = "method.reg_noise_std=0.03333333333333333"  # ES_WMV.ipynb: 1/30
 SCALES = {  # denoising (image, σ) pairs; MRI / CT at the same size
     "cpu": {
-        "size": 64,
-        "steps": 2000,
-        "denoising": [("astronaut", 15), ("camera", 25), ("coffee", 50)],  # three images, three noise levels
+        "size": 128,
+        "steps": 3000,
+        "denoising": [("astronaut", 15), ("camera", 25), ("coffee", 50), ("chelsea", 25)],
+        "imaging_size": 64,  # MRI / CT
+        "imaging_steps": 2000,
     },
     "paper": {
         "size": 512,
         "steps": 5000,
         "denoising": [(image, sigma) for image in ("astronaut", "camera", "coffee") for sigma in (15, 25, 50)],
+        "imaging_size": 320,
+        "imaging_steps": 5000,
     },
 }
 PAPER = 1.0  # the order of the paper's median detection gap for Gaussian denoising [dB] (see SOURCE)
@@ -77,8 +81,8 @@ class VarianceRecorder(StepCallback):
                 self.curves[name].append((step, float(rule.last_variance)))
 
 
-def configurations(scale: str, size: int | None = None) -> dict[str, list[str]]:
-    spec = common_spec(scale, size)
+def configurations(scale: str, size: int | None = None, steps: int | None = None) -> dict[str, list[str]]:
+    spec = common_spec(scale, size, steps)
     runs = {}
     for image, sigma in spec["denoising"]:
         denoising = [f"task.image={image}", f"task.sigma={sigma}", f"task.size={spec['size']}", "task.bm3d=false"]
@@ -90,13 +94,20 @@ def configurations(scale: str, size: int | None = None) -> dict[str, list[str]]:
         f"task.size={spec['size']}",
         "task.bm3d=false",
     ]
-    runs["mri_4x"] = ["task=mri", f"task.size={spec['size']}", "task.acceleration=4"]
-    runs["ct_18views"] = ["task=ct", f"task.size={spec['size']}", "task.views=18"]
+    size, steps = f"task.size={spec['imaging_size']}", f"trainer.max_steps={spec['imaging_steps']}"
+    runs["mri_4x"] = ["task=mri", size, "task.acceleration=4", steps]
+    runs["ct_18views"] = ["task=ct", size, "task.views=18", steps]
     return runs
 
 
-def common_spec(scale: str, size: int | None = None) -> dict:
-    return {**SCALES[scale], **({"size": size} if size else {})}
+def common_spec(scale: str, size: int | None = None, steps: int | None = None) -> dict:
+    """The scale's protocol; ``size`` / ``steps`` (command line) replace those of every run."""
+    spec = dict(SCALES[scale])
+    if size:
+        spec.update(size=size, imaging_size=size)
+    if steps:
+        spec.update(steps=steps, imaging_steps=steps)
+    return spec
 
 
 def observe(overrides: list[str], output_dir, args) -> dict:
@@ -145,7 +156,7 @@ def observe(overrides: list[str], output_dir, args) -> dict:
 
 def run_all(args, steps: int) -> dict:
     results = {}
-    for label, overrides in configurations(args.scale, args.size).items():
+    for label, overrides in configurations(args.scale, args.size, args.steps).items():
         if args.only and label not in args.only:
             continue
         output_dir = common.run_dir(args, NAME, label)
@@ -154,7 +165,8 @@ def run_all(args, steps: int) -> dict:
             if saved.is_file():
                 results[label] = json.loads(saved.read_text())
             continue
-        overrides = [*overrides, f"trainer.max_steps={steps}"]
+        if not any(o.startswith("trainer.max_steps=") for o in overrides):
+            overrides = [*overrides, f"trainer.max_steps={steps}"]
         finished = json.loads(saved.read_text()) if saved.is_file() else {}
         if finished.get("overrides") == overrides and finished.get("extra") == args.override:  # the same run
             results[label] = finished
@@ -176,18 +188,20 @@ def median(values: list[float]) -> float | None:
 
 
 def table(args, results: dict, steps: int) -> common.Table:
-    spec = common_spec(args.scale, args.size)
+    spec = common_spec(args.scale, args.size, args.steps)
     protocol = (
-        f"vanilla DIP, skip net width 128, Adam lr 0.01, {steps} steps, seed 0; denoising at {spec['size']}²: "
+        f"vanilla DIP, skip net width 128, Adam lr 0.01, seed 0; denoising at {spec['size']}², {steps} steps: "
         + ", ".join(f"{image} σ = {sigma}" for image, sigma in spec["denoising"])
         + " (/255), reg_noise_std 1/30, no output averaging (as ES_WMV.ipynb); no_reg_noise: astronaut σ = 25 "
         "without input perturbation (the default run's method); MRI: simulated 15-coil phantom, 4× random mask; "
-        f"CT: Shepp-Logan, 18 views; MRI/CT at {spec['size']}², no input perturbation. Rules: ES-WMV W = 100, "
+        f"CT: Shepp-Logan, 18 views; MRI/CT at {spec['imaging_size']}², {spec['imaging_steps']} steps, no input "
+        "perturbation. Rules: ES-WMV W = 100, "
         "P = 1000; ES-EMV α = 0.1, P = 1000; both in observe mode on the raw network output of each step."
     )
     if args.scale == "cpu":
         protocol += (
-            f" Reduced from the paper's 512² images and 5000 steps to {spec['size']}² and {steps} steps (the P = 1000 "
+            f" Reduced from the paper's 512² images and 5000 steps to {spec['size']}² and {steps} steps for denoising "
+            "(MRI/CT smaller still; the P = 1000 "
             "patience is kept, so a rule can only fire if the variance minimum comes before step "
             f"{steps - 1000})."
         )

@@ -34,7 +34,11 @@ class VarianceEarlyStopping(ReportingCallback):
         check_every: host synchronisations: every N steps (and at the end).
         prefix: the metrics.json keys (``<prefix>_step``, ``<prefix>_psnr``, ...) and image name.
         watch: ``output`` (the raw network output, the paper's rule) or ``estimate`` (after the method's
-            averaging, e.g. DIP's ``exp_weight``); the chosen image is always the watched one.
+            averaging, e.g. DIP's ``exp_weight``).
+        average: what the rule hands over at the chosen step: 0, the watched image itself (the paper); a weight
+            α in (0, 1), the exponential average of the watched images (a ← a + α (x − a), over ~1/α steps),
+            which evens out the step-to-step swing of raw iterates (about 1 dB in vanilla DIP without input
+            noise) without the lag of DIP's exp_weight 0.99 at an early step.
     """
 
     WATCHED = ("output", "estimate")
@@ -46,13 +50,16 @@ class VarianceEarlyStopping(ReportingCallback):
         check_every: int = 25,
         prefix: str = "es",
         watch: str = "output",
+        average: float = 0.0,
     ):
+        if not 0 <= average < 1:
+            raise UserError(f"callbacks.early_stopping.average must be in [0, 1), got {average}.")
         if patience < 1 or check_every < 1:
             raise UserError("callbacks.early_stopping: patience and check_every must be >= 1.")
         if watch not in self.WATCHED:
             raise UserError(f"callbacks.early_stopping.watch must be one of {self.WATCHED}, got {watch!r}.")
         self.patience, self.stop_training, self.check_every, self.prefix = patience, stop_training, check_every, prefix
-        self.watch = watch
+        self.watch, self.average = watch, average
         self.observed = 0
         self.last_variance: torch.Tensor | None = None  # the latest value (on the device), for plots and probes
         self.state: dict[str, torch.Tensor] = {}
@@ -80,6 +87,8 @@ class VarianceEarlyStopping(ReportingCallback):
             "stopped": torch.tensor(False, device=device),
             "stop_step": torch.tensor(-1, dtype=torch.long, device=device),
         }
+        if self.average:
+            self.state["average"] = image.detach().clone()
         self.reset_statistic(flat)
 
     @torch.no_grad()
@@ -87,6 +96,8 @@ class VarianceEarlyStopping(ReportingCallback):
         """One estimate in, state updated on the device, no host synchronisation."""
         if not self.state:
             self.reset(image)
+        if self.average:  # the image handed over: the running average of the watched images
+            self.state["average"].lerp_(image.detach(), self.average)
         variance = self.variance(image.detach().reshape(-1).float(), self.observed)
         self.observed += 1
         self.last_variance = variance
@@ -97,7 +108,7 @@ class VarianceEarlyStopping(ReportingCallback):
         improved = running & (variance < s["best_variance"])
         s["best_variance"] = torch.where(improved, variance, s["best_variance"])
         s["best_step"] = torch.where(improved, step, s["best_step"])
-        s["best_image"] = torch.where(improved, image.detach(), s["best_image"])
+        s["best_image"] = torch.where(improved, s["average"] if self.average else image.detach(), s["best_image"])
         s["wait"] = torch.where(improved, 0, torch.where(running, s["wait"] + 1, s["wait"]))
         fired = running & (s["wait"] >= self.patience)
         s["stop_step"] = torch.where(fired, step, s["stop_step"])
