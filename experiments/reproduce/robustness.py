@@ -36,7 +36,7 @@ METHODS = {
 # At cpu scale Self-Guided DIP averages K = 2 perturbed outputs instead of 4 (its cost is K forward passes).
 CPU_EXTRA = {"self_guided": ["method.num_perturbations=2"]}
 SCALES = {
-    "cpu": {"size": 128, "steps": 3000, "image": "astronaut"},
+    "cpu": {"size": 64, "steps": 1000, "image": "astronaut"},
     "paper": {"size": 256, "steps": 10000, "image": "astronaut"},
 }
 SOURCE = (
