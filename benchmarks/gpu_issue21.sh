@@ -16,27 +16,13 @@
 # summary   the three targets, read off the files above                         → gpu-issue21.{md,json}
 set -uo pipefail
 cd "$(dirname "$0")/.."
-RESULTS=${RESULTS:-benchmarks/results}
-mkdir -p "$RESULTS"
-export PYTHONUNBUFFERED=1 WANDB_MODE=offline WANDB_SILENT=true
+TAIL_LINES=15
+# shellcheck source=benchmarks/gpu_lib.sh
+source benchmarks/gpu_lib.sh  # after the cd: from the repository root
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(batched quality overhead ct tests summary)
 # The CT task builds its classical baselines first; their iterations are not what is timed here.
 CT_QUICK_BASELINES=(task.tv_max_iterations=0 task.sirt_iterations=1 task.cgls_iterations=1)
-
-run() {  # run <seconds> <log name> <command...>
-    local limit=$1 name=$2
-    shift 2
-    echo "=== $name: $* (limit ${limit} s)"
-    local start=$SECONDS
-    timeout --signal=INT --kill-after=10 "$limit" "$@" >"$RESULTS/$name.log" 2>&1
-    local rc=$?
-    echo "=== $name: exit $rc after $((SECONDS - start)) s"
-    tail -n 15 "$RESULTS/$name.log"
-}
-
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
 python -c "import astra; print('astra', astra.__version__, 'cuda', astra.use_cuda())" || echo "no astra-toolbox: the astra_cuda figures stay open"
 for stage in "${stages[@]}"; do
     case $stage in

@@ -10,25 +10,11 @@
 # quality    best PSNR of each fast-path variant against fp32 eager on the same seed (256², 1500 steps)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-RESULTS=${RESULTS:-benchmarks/results}
-mkdir -p "$RESULTS"
-export PYTHONUNBUFFERED=1 WANDB_MODE=offline WANDB_SILENT=true
+TAIL_LINES=25
+# shellcheck source=benchmarks/gpu_lib.sh
+source benchmarks/gpu_lib.sh  # after the cd: from the repository root
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(tests denoising mri quality)
-
-run() {  # run <seconds> <log name> <command...>
-    local limit=$1 name=$2
-    shift 2
-    echo "=== $name: $* (limit ${limit} s)"
-    local start=$SECONDS
-    timeout --signal=INT --kill-after=15 "$limit" "$@" >"$RESULTS/$name.log" 2>&1
-    local rc=$?
-    echo "=== $name: exit $rc after $((SECONDS - start)) s"
-    tail -n 25 "$RESULTS/$name.log"
-}
-
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
 for stage in "${stages[@]}"; do
     case $stage in
         tests) run 120 gpu-tests python -m pytest tests/test_gpu.py -q -p no:cacheprovider --timeout 120 ;;
