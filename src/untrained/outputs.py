@@ -1,10 +1,15 @@
-"""Files every run leaves in its output directory: images, arrays, metrics.json and the PSNR curve."""
+"""Files every run leaves in its output directory: images, arrays, metrics.json and the PSNR curve.
+
+Every file is written to a temporary name and renamed over the old one, so that a run killed while writing (a
+preempted job past SLURM's grace period) leaves the previous complete file, never a truncated one."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +18,28 @@ import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed over ``path`` once the write has succeeded."""
+    path = Path(path)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # same suffix: writers choose formats by it
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def save_npy(path: Path, array) -> None:
+    with replacing(path) as partial:
+        np.save(partial, np.asarray(array))
+
+
+def save_figure(fig, path: Path, **options) -> None:
+    with replacing(path) as partial:
+        fig.savefig(partial, **options)
 
 
 def to_numpy_image(image: torch.Tensor) -> np.ndarray:
@@ -30,19 +57,19 @@ def save_png(image: torch.Tensor, path: Path, data_range: float = 1.0) -> None:
         for channel in array:
             ax.plot(channel)
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        save_figure(fig, path, dpi=100)
         plt.close(fig)
         return
     from PIL import Image
 
     scaled = np.clip(array / data_range, 0, 1) * 255
-    Image.fromarray(np.round(scaled).astype(np.uint8)).save(path)
+    with replacing(path) as partial:
+        Image.fromarray(np.round(scaled).astype(np.uint8)).save(partial)
 
 
 def write_json_atomic(data: dict, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=float))
-    os.replace(tmp, path)
+    with replacing(path) as partial:
+        partial.write_text(json.dumps(data, indent=2, sort_keys=True, default=float))
 
 
 def write_metrics(metrics: dict, output_dir: Path) -> None:
@@ -68,7 +95,7 @@ def plot_curves(history: dict, path: Path, markers: dict[str, int] | None = None
             axes[1].legend()
     axes[1].set(xlabel="step", ylabel="PSNR [dB]", title="PSNR vs step")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -88,8 +115,8 @@ def write_run_outputs(
         images["best"] = module.best_image
     images.update(extra_images or {})
     for name, image in images.items():
-        np.save(output_dir / f"{name}.npy", image.detach().cpu().numpy()[0])
-    np.save(output_dir / "measurement.npy", problem.y.detach().cpu().numpy()[0])
+        save_npy(output_dir / f"{name}.npy", image.detach().cpu().numpy()[0])
+    save_npy(output_dir / "measurement.npy", problem.y.detach().cpu().numpy()[0])
     for name, image in images.items():
         save_png(problem.display(image), output_dir / f"{name}.png", problem.data_range)
     if problem.has_ground_truth:
