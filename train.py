@@ -21,7 +21,8 @@ try:
     from hydra.types import RunMode
     from omegaconf import DictConfig, OmegaConf
 
-    from untrained.callbacks.preemption import LATCH, RunInterrupted, leave
+    from untrained.callbacks import preemption
+    from untrained.callbacks.preemption import RunInterrupted, leave
     from untrained.errors import UserError
     from untrained.run import check_renamed, preferred_choices
     from untrained.train import train
@@ -32,8 +33,9 @@ except KeyboardInterrupt:
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # From here on SIGTERM/SIGUSR1/SIGUSR2 are noted and answered at the run's next safe point: a requeue, never a
-    # failed job (src/untrained/callbacks/preemption.py).
-    LATCH.install()
+    # failed job (src/untrained/callbacks/preemption.py). The latch is reached through its module: a sweep launcher
+    # pickles this function by value, and with it a copy of any object it names directly.
+    preemption.LATCH.install()
     log = logging.getLogger("untrained")
     hydra_config = HydraConfig.get()
     overrides = list(hydra_config.overrides.task)
@@ -47,11 +49,11 @@ def main(cfg: DictConfig) -> float | None:
     except RunInterrupted:
         raise
     except BaseException as error:
-        if LATCH.received is not None:
+        if preemption.LATCH.received is not None:
             # SLURM signals every process of the job (W&B's service among them): what failed after the signal
             # failed because of it. The job is requeued (or left to SLURM), not reported as failed.
             log.warning("Stopped by the signal (%s: %s).", type(error).__name__, error)
-            leave(LATCH.received)
+            leave(preemption.LATCH.received)
         if isinstance(error, KeyboardInterrupt):
             stopped_by_ctrl_c(log)
         if isinstance(error, UserError):
