@@ -82,6 +82,17 @@ def test_cfl_kspace_runs_end_to_end_without_ground_truth(tmp_path):
     assert info["center_fraction"] == pytest.approx(12 / SIZE) and info["mask"] == "the columns holding data"
 
 
+def test_nifti_export_of_the_magnitude(tmp_path):
+    nibabel = pytest.importorskip("nibabel")  # the optional [io] extra
+    kspace, _, _ = acquisition()
+    np.save(tmp_path / "k.npy", kspace)
+    out = tmp_path / "run"
+    train(compose_config([*MRI, f"task.file={tmp_path / 'k.npy'}", "trainer.max_steps=2"], out))
+    volume = nibabel.load(out / "reconstruction.nii.gz").get_fdata()
+    assert volume.shape == (SIZE, SIZE, 1)
+    assert np.allclose(volume[..., 0], np.abs(np.load(out / "reconstruction_complex.npy")), rtol=1e-5, atol=1e-7)
+
+
 def test_undersampled_fastmri_file_runs_with_its_own_mask(tmp_path):
     kspace, columns, _ = acquisition()
     file = undersampled_fastmri(tmp_path / "test.h5", kspace, columns)
