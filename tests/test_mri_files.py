@@ -3,6 +3,7 @@ arrays, mask and coil-map files; end-to-end runs and their outputs; bad files st
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -91,6 +92,48 @@ def test_nifti_export_of_the_magnitude(tmp_path):
     volume = nibabel.load(out / "reconstruction.nii.gz").get_fdata()
     assert volume.shape == (SIZE, SIZE, 1)
     assert np.allclose(volume[..., 0], np.abs(np.load(out / "reconstruction_complex.npy")), rtol=1e-5, atol=1e-7)
+
+
+ISMRMRD_HEADER = """<?xml version="1.0" encoding="utf-8"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>
+<encodedSpace><matrixSize><x>{n}</x><y>{n}</y><z>1</z></matrixSize></encodedSpace>
+<encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>{last}</maximum><center>{centre}</center>
+</kspace_encoding_step_1></encodingLimits></encoding></ismrmrdHeader>"""
+
+
+def test_ismrmrd_raw_data_is_read_line_by_line(tmp_path):
+    ismrmrd = pytest.importorskip("ismrmrd")  # the optional [io] extra
+    kspace, columns, _ = acquisition()
+    path = tmp_path / "raw.h5"
+    centre = SIZE // 2 + 4  # the header's centre line: line j of the task's k-space is encoding step j + 4
+    with ismrmrd.Dataset(str(path), "dataset", create_if_needed=True) as dataset:
+        dataset.write_xml_header(ISMRMRD_HEADER.format(n=SIZE, last=SIZE + 3, centre=centre).encode())
+        noise = ismrmrd.Acquisition.from_array(np.ones((COILS, SIZE), np.complex64) * 99)
+        noise.set_flag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
+        dataset.append_acquisition(noise)
+        for j in np.flatnonzero(columns)[::-1]:
+            reverse = j % 3 == 0
+            line = kspace[:, ::-1, j] if reverse else kspace[:, :, j]
+            acquisition_ = ismrmrd.Acquisition.from_array(np.ascontiguousarray(line))
+            acquisition_.idx.kspace_encode_step_1 = int(j) + 4
+            if reverse:
+                acquisition_.set_flag(ismrmrd.ACQ_IS_REVERSE)
+            dataset.append_acquisition(acquisition_)
+    problem = build_module(compose_config([*MRI, f"task.file={path}"])).problem
+    assert problem.info["source"] == "ismrmrd" and problem.x_true is None
+    assert torch.equal(problem.operator.mask[0], torch.from_numpy(columns))
+    assert torch.allclose(problem.y[0] * problem.info["scale"], torch.from_numpy(kspace), atol=1e-4)
+    with pytest.raises(UserError, match="task.slice=3 is out of range"):
+        build_module(compose_config([*MRI, f"task.file={path}", "task.slice=3"]))
+
+
+def test_ismrmrd_without_its_reader_says_how_to_install_it(tmp_path):
+    if importlib.util.find_spec("ismrmrd") is not None:
+        pytest.skip("ismrmrd is installed")
+    with h5py.File(tmp_path / "raw.h5", "w") as f:
+        f.create_group("dataset").create_dataset("data", data=np.zeros(2))
+    with pytest.raises(UserError, match=r"ISMRMRD raw data: install its reader \(pip install -e \"\.\[io\]\"\)"):
+        build_module(compose_config([*MRI, f"task.file={tmp_path / 'raw.h5'}"]))
 
 
 def test_undersampled_fastmri_file_runs_with_its_own_mask(tmp_path):

@@ -2,7 +2,8 @@
 
 Formats: BART's ``.cfl``/``.hdr`` pairs (axes 0 readout kx, 1 phase encoding ky, 2 kz, 3 coils, 4 map sets),
 ``.npy``/``.npz`` arrays (axes in ``task.axes`` order, default [coil, readout, phase]), and fastMRI HDF5 files that
-hold only undersampled k-space (the challenge/test sets: a ``mask`` dataset, no ``reconstruction_rss``).
+hold only undersampled k-space (the challenge/test sets: a ``mask`` dataset, no ``reconstruction_rss``), and ISMRMRD
+HDF5 raw data (Cartesian 2D, with the ``ismrmrd`` package: ``pip install -e ".[io]"``).
 Every array is returned as the task's layout: k-space and maps (C, H, W) with H the readout and W the
 phase-encoding axis (fastMRI's layout: the mask selects columns), masks (H, W).
 """
@@ -10,6 +11,7 @@ phase-encoding axis (fastMRI's layout: the mask selects columns), masks (H, W).
 from __future__ import annotations
 
 import math
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import numpy as np
@@ -230,6 +232,102 @@ def load_maps(path, shape: tuple[int, ...], axes) -> torch.Tensor:
             f"{tuple(shape)}: give maps of the k-space's shape (in task.axes order), or task.maps=espirit."
         )
     return torch.from_numpy(maps).to(torch.complex64)
+
+
+# ISMRMRD HDF5 -------------------------------------------------------------------------------------------
+ISMRMRD = "{http://www.ismrm.org/ISMRMRD}"
+# Acquisitions that are not image data: noise scans, navigators, phase correction, dummy scans, feedback.
+SKIPPED_FLAGS = (19, 23, 24, 26, 27, 28, 29, 30, 31)
+
+
+def is_ismrmrd(path: Path) -> bool:
+    """An HDF5 file holding ISMRMRD raw data (a ``dataset`` group with ``data`` and ``xml``), not a fastMRI file."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            return "kspace" not in handle and "dataset" in handle and "data" in handle["dataset"]
+    except OSError:
+        return False
+
+
+def ismrmrd_encoding(xml: bytes | str, what: str) -> tuple[int, int]:
+    """(phase-encoding lines, index of the k-space centre line) from the ISMRMRD XML header; 2D only."""
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError as error:
+        raise UserError(f"{what}: its XML header is not readable ({error}): give an ISMRMRD file.") from None
+    encoding = root.find(f"{ISMRMRD}encoding")
+    size = encoding.find(f"{ISMRMRD}encodedSpace/{ISMRMRD}matrixSize") if encoding is not None else None
+    if size is None:
+        raise UserError(f"{what}: its XML header has no encoding/encodedSpace/matrixSize: give an ISMRMRD file.")
+    lines, depth = int(size.findtext(f"{ISMRMRD}y", "0")), int(size.findtext(f"{ISMRMRD}z", "1"))
+    if depth > 1:
+        raise UserError(f"{what}: 3D encoding ({depth} partitions): only 2D Cartesian data is read; convert one slice.")
+    centre = encoding.findtext(f"{ISMRMRD}encodingLimits/{ISMRMRD}kspace_encoding_step_1/{ISMRMRD}center")
+    return lines, int(centre) if centre is not None else lines // 2
+
+
+def load_ismrmrd(path: Path, slice_index: int | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """One slice of Cartesian ISMRMRD raw data as k-space (C, readout samples, phase lines) and its mask (H, W):
+    each line at its ``kspace_encode_step_1`` (shifted so the header's centre line lands at W // 2), reversed lines
+    flipped, averages averaged; contrast, phase, repetition and set 0 only; noise, navigator and other non-image
+    acquisitions skipped."""
+    try:
+        import ismrmrd
+    except ImportError:
+        raise UserError(
+            f"task.file='{path}' is ISMRMRD raw data: install its reader (pip install -e \".[io]\") or convert it to "
+            ".npy/.cfl."
+        ) from None
+    what = f"task.file '{path}'"
+    with ismrmrd.Dataset(str(path), "dataset", mode="r") as dataset:
+        try:
+            xml, count = dataset.read_xml_header(), dataset.number_of_acquisitions()
+        except LookupError as error:
+            raise UserError(f"{what}: {error}: give an ISMRMRD file with its XML header and acquisitions.") from None
+        lines, centre = ismrmrd_encoding(xml, what)
+        acquisitions = [dataset.read_acquisition(i) for i in range(count)]
+    images = [
+        a
+        for a in acquisitions
+        if not any(a.is_flag_set(flag) for flag in SKIPPED_FLAGS)
+        and a.idx.contrast == a.idx.phase == a.idx.repetition == a.idx.set == 0
+    ]
+    if not images:
+        raise UserError(f"{what} holds no image acquisitions ({count} acquisitions, none of them image data).")
+    slices = sorted({a.idx.slice for a in images})
+    index = slices[len(slices) // 2] if slice_index is None else slice_index
+    if index not in slices:
+        raise UserError(f"task.slice={slice_index} is out of range: {what} has slices {slices}.")
+    chosen = [a for a in images if a.idx.slice == index]
+    shapes = {a.data.shape for a in chosen}
+    if len(shapes) != 1:
+        raise UserError(f"{what}: the acquisitions of slice {index} have different shapes {sorted(shapes)}.")
+    coils, samples = shapes.pop()
+    kspace = np.zeros((coils, samples, lines), np.complex64)
+    counts = np.zeros(lines)
+    offset = lines // 2 - centre
+    for acquisition in chosen:
+        line = acquisition.idx.kspace_encode_step_1 + offset
+        if not 0 <= line < lines:
+            raise UserError(
+                f"{what}: line {acquisition.idx.kspace_encode_step_1} is outside the {lines} encoded lines."
+            )
+        data = acquisition.data[:, ::-1] if acquisition.is_flag_set(22) else acquisition.data  # ACQ_IS_REVERSE
+        kspace[:, :, line] += data
+        counts[line] += 1
+    kspace /= np.maximum(counts, 1)
+    check_array(what, kspace, (3,), "c")
+    mask = torch.from_numpy(counts > 0).float().expand(samples, lines).clone()
+    info = {
+        "file": str(path),
+        "source": "ismrmrd",
+        "slice": index,
+        "slices": len(slices),
+        "kspace_shape": list(kspace.shape),
+    }
+    return torch.from_numpy(kspace), mask, info
 
 
 def sampled_columns(kspace: torch.Tensor) -> torch.Tensor:

@@ -324,6 +324,12 @@ def read_acquisition(
     """A fully sampled fastMRI slice's coil images, centre-cropped to ``size`` (its RSS is the ground truth), or
     measured k-space (an undersampled fastMRI slice, a .cfl/.npy/.npz file) with its mask."""
     path = Path(str(file)).expanduser()
+    if path.suffix == ".h5" and path.is_file() and kspace_files.is_ismrmrd(path):
+        raw, file_mask, info = kspace_files.load_ismrmrd(path, slice_index)
+        if mask_path is not None:
+            file_mask = kspace_files.load_mask(mask_path, tuple(raw.shape[-2:]), axes)
+        info["mask"] = str(mask_path) if mask_path is not None else "the acquired lines"
+        return measured_acquisition(raw, file_mask, None, size, info)
     if path.suffix != ".h5":
         raw, file_mask, info = kspace_files.load_kspace(path, axes)
         if mask_path is not None:
