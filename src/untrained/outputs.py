@@ -240,7 +240,7 @@ def write_results(run, outcome) -> dict:
         "performance": run.module.performance_report(),
         **interrupted,
     }
-    for key in ("best_psnr", "final_psnr"):
+    for key in ("best_psnr", "final_psnr", "reconstruction_residual"):
         values = [m[key] for m in finished if key in m]
         if values:
             summary[key] = sum(values) / len(values)
