@@ -71,6 +71,8 @@ def test_cfl_roundtrip_is_bart_layout(tmp_path):
     assert raw[1] == array[1, 0, 0, 0]  # column-major: the first axis varies fastest
     for name in ("x", "x.cfl", "x.hdr"):
         assert np.array_equal(read_cfl(tmp_path / name, "test"), array)
+    (tmp_path / "x.hdr").write_text("# Dimensions\n2 3 1 4" + " 1" * 12 + " \n")  # as BART writes it: 16 dims
+    assert np.array_equal(read_cfl(tmp_path / "x", "test"), array)
 
 
 def test_cfl_kspace_runs_end_to_end_without_ground_truth(tmp_path):

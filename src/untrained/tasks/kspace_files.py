@@ -41,7 +41,7 @@ def write_cfl(path: str | Path, array: np.ndarray) -> None:
 
 
 def read_cfl(path: str | Path, what: str) -> np.ndarray:
-    """A BART array (complex64, its header's dimensions, trailing ones kept); ``what`` names it in errors."""
+    """A BART array (complex64, its header's dimensions without trailing ones); ``what`` names it in errors."""
     header, data = cfl_paths(path)
     for part in (header, data):
         if not part.is_file():
@@ -64,6 +64,8 @@ def read_cfl(path: str | Path, what: str) -> np.ndarray:
             f"{what}: '{data}' has {size} bytes but its header says {dims} = {count} complex64 values "
             f"({8 * count} bytes): give the .cfl that belongs to this .hdr."
         )
+    while len(dims) > 2 and dims[-1] == 1:  # BART writes all 16 of its dimensions
+        dims.pop()
     return np.fromfile(data, dtype="<c8", count=count).reshape(dims, order="F")
 
 
