@@ -21,6 +21,7 @@ try:
     from hydra.types import RunMode
     from omegaconf import DictConfig, OmegaConf
 
+    from untrained.callbacks.preemption import LATCH, RunInterrupted, leave
     from untrained.errors import UserError
     from untrained.run import check_renamed, preferred_choices
     from untrained.train import train
@@ -30,6 +31,9 @@ except KeyboardInterrupt:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    # From here on SIGTERM/SIGUSR1/SIGUSR2 are noted and answered at the run's next safe point: a requeue, never a
+    # failed job (src/untrained/callbacks/preemption.py).
+    LATCH.install()
     log = logging.getLogger("untrained")
     hydra_config = HydraConfig.get()
     overrides = list(hydra_config.overrides.task)
@@ -40,13 +44,21 @@ def main(cfg: DictConfig) -> float | None:
             OmegaConf.save(cfg, Path(hydra_config.runtime.output_dir, hydra_config.output_subdir, "config.yaml"))
     try:
         metrics = train(cfg)
-    except UserError as error:
-        log.error("%s", error)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # Hydra marks this job failed and runs the sweep's other jobs
-        sys.exit(2)
-    except KeyboardInterrupt:
-        stopped_by_ctrl_c(log)
+    except RunInterrupted:
+        raise
+    except BaseException as error:
+        if LATCH.received is not None:
+            # SLURM signals every process of the job (W&B's service among them): what failed after the signal
+            # failed because of it. The job is requeued (or left to SLURM), not reported as failed.
+            log.warning("Stopped by the signal (%s: %s).", type(error).__name__, error)
+            leave(LATCH.received)
+        if isinstance(error, KeyboardInterrupt):
+            stopped_by_ctrl_c(log)
+        if isinstance(error, UserError):
+            log.error("%s", error)
+            if HydraConfig.get().mode != RunMode.MULTIRUN:
+                sys.exit(2)  # in a multirun Hydra marks this job failed and runs the sweep's other jobs
+        raise
     # The returned value is what Hydra sweepers optimise.
     return metrics.get("best_psnr", metrics.get("final_loss"))
 

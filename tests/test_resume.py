@@ -184,3 +184,36 @@ def test_wandb_online_without_network_fails_fast(make_cfg, monkeypatch):
     with pytest.raises(UserError, match="unreachable.*logger.offline=true"):
         train(cfg)
     assert time.monotonic() - start < 30
+
+
+def test_batched_fit_checkpoints_and_resumes_bit_for_bit(make_cfg, tmp_path_factory):
+    """B = 2 fits in one optimizer step, with each member's stopping rule: a signal checkpoints the stacked state,
+    the optimizer, the members' records and rules; resumed, every member ends as in the uninterrupted fit."""
+    from tests.conftest import compose_config
+    from tests.test_interrupt import SignalAfterBatch
+
+    batched = SETTING + [
+        "batching.size=2",
+        "callbacks=es_wmv",
+        "callbacks.early_stopping.window=3",
+        "callbacks.early_stopping.patience=4",
+        "callbacks.early_stopping.check_every=1",
+        "~callbacks.progress_bar",
+    ]
+    reference = tmp_path_factory.mktemp("batched_uninterrupted")
+    train(compose_config(batched, reference))
+    cfg = make_cfg(batched)
+    with open_dict(cfg):
+        cfg.callbacks.preempt = {"_target_": "tests.test_interrupt.SignalAfterBatch", "step": 7, "signum": 12}
+    assert SignalAfterBatch(7, signal.SIGUSR2).signum == int(signal.SIGUSR2) == 12
+    with pytest.raises(RunInterrupted):
+        train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 7 and len(checkpoint["untrained"]["histories"]) == 2
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+
+    train(make_cfg(batched))  # the same run directory: resumes from last.ckpt
+    for member in ("member_0", "member_1"):
+        assert_same_run(reference / member, run_dir / member)
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()

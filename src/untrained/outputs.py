@@ -1,5 +1,8 @@
 """Files every run leaves in its output directory: images, arrays, metrics.json and the curves (data loss, PSNR when
-there is a ground truth, the stopping rules' statistics)."""
+there is a ground truth, the stopping rules' statistics).
+
+Every file is written to a temporary name and renamed over the old one, so that a run killed while writing (a
+preempted job past SLURM's grace period) leaves the previous complete file, never a truncated one."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +24,28 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 log = logging.getLogger(__name__)
 RESIDUAL = "relative data residual ‖A x − y‖ / ‖y‖ (no ground truth needed)"
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed over ``path`` once the write has succeeded."""
+    path = Path(path)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # same suffix: writers choose formats by it
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def save_npy(path: Path, array) -> None:
+    with replacing(path) as partial:
+        np.save(partial, np.asarray(array))
+
+
+def save_figure(fig, path: Path, **options) -> None:
+    with replacing(path) as partial:
+        fig.savefig(partial, **options)
 
 
 def to_numpy_image(image: torch.Tensor) -> np.ndarray:
@@ -36,19 +63,19 @@ def save_png(image: torch.Tensor, path: Path, data_range: float = 1.0) -> None:
         for channel in array:
             ax.plot(channel)
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        save_figure(fig, path, dpi=100)
         plt.close(fig)
         return
     from PIL import Image
 
     scaled = np.clip(array / data_range, 0, 1) * 255
-    Image.fromarray(np.round(scaled).astype(np.uint8)).save(path)
+    with replacing(path) as partial:
+        Image.fromarray(np.round(scaled).astype(np.uint8)).save(partial)
 
 
 def write_json_atomic(data: dict, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=float))
-    os.replace(tmp, path)
+    with replacing(path) as partial:
+        partial.write_text(json.dumps(data, indent=2, sort_keys=True, default=float))
 
 
 def write_metrics(metrics: dict, output_dir: Path) -> None:
@@ -79,7 +106,7 @@ def plot_curves(history: dict, path: Path, markers: dict[str, int] | None = None
                 ax.legend()
         ax.set(xlabel="step", ylabel=label, title=f"{label} vs step")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -100,13 +127,18 @@ def write_complex_outputs(output_dir: Path, problem, image: torch.Tensor) -> Non
     with torch.no_grad():
         values = problem.to_domain(image.to(problem.y.device)).detach().cpu()[0] * problem.info.get("scale", 1.0)
     array = values.numpy().astype(np.complex64)
-    np.save(output_dir / "reconstruction_complex.npy", array)
+    save_npy(output_dir / "reconstruction_complex.npy", array)
     if importlib.util.find_spec("nibabel") is None:
         return
     import nibabel
 
     magnitude = np.abs(array).astype(np.float32)
-    nibabel.save(nibabel.Nifti1Image(magnitude[..., None], np.eye(4)), output_dir / "reconstruction.nii.gz")
+    partial = output_dir / ".reconstruction.partial.nii.gz"  # nibabel picks the format by the full suffix
+    try:
+        nibabel.save(nibabel.Nifti1Image(magnitude[..., None], np.eye(4)), partial)
+        os.replace(partial, output_dir / "reconstruction.nii.gz")
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def write_run_outputs(
@@ -131,8 +163,8 @@ def write_run_outputs(
         images["best"] = module.best_image
     images.update(extra_images or {})
     for name, image in images.items():
-        np.save(output_dir / f"{name}.npy", image.detach().cpu().numpy()[0])
-    np.save(output_dir / "measurement.npy", problem.y.detach().cpu().numpy()[0])
+        save_npy(output_dir / f"{name}.npy", image.detach().cpu().numpy()[0])
+    save_npy(output_dir / "measurement.npy", problem.y.detach().cpu().numpy()[0])
     if "reconstruction" in images and getattr(problem.operator, "domain_dtype", None) in (torch.complex64,):
         write_complex_outputs(output_dir, problem, images["reconstruction"])
     for name, image in images.items():

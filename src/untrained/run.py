@@ -285,8 +285,6 @@ def assemble(cfg: DictConfig, extra_callbacks=(), logger: bool = True, problem=N
     reporting = [[c for c in callbacks if isinstance(c, ReportingCallback)] for callbacks in built]
     if size == 1:
         module, callbacks = members[0], built[0]
-        # Last, so that a checkpoint taken after a step holds the other callbacks' state of that step.
-        signals = build(cfg.get("checkpoint"), "checkpoint")
     else:
         module = BatchedModule(
             members,
@@ -295,8 +293,8 @@ def assemble(cfg: DictConfig, extra_callbacks=(), logger: bool = True, problem=N
             mode=cfg.batching.get("mode", "auto"),
         )
         callbacks = [c for c in built[0] if not isinstance(c, ReportingCallback)] + [MemberCallbacks(reporting)]
-        options = cfg.get("checkpoint")  # its signal options; a batched fit has no checkpoint to save or resume
-        signals = StopOnSignal(options.get("on_signal", True), options.get("requeue", True)) if options else None
+    # Last, so that a checkpoint taken after a step holds the other callbacks' state of that step.
+    signals = build(cfg.get("checkpoint"), "checkpoint")
     callbacks = [*callbacks, *extra_callbacks, *([signals] if signals else [])]
     run_logger = (build(cfg.get("logger"), "logger") if logger else None) or False
     # Inside SLURM the signal callback answers the signals; Lightning's auto-requeue would save another checkpoint.

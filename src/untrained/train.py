@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
+import secrets
 import shlex
 import socket
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from untrained.callbacks.preemption import LATCH, leave
 from untrained.errors import UserError
-from untrained.outputs import write_results
+from untrained.outputs import replacing, write_results
 from untrained.run import assemble, check_config, fit
 from untrained.speed.memory import reuse_freed_memory
 
@@ -70,6 +74,61 @@ def check_wandb_reachable(logger_cfg: DictConfig | None) -> None:
         ) from None
 
 
+def is_wandb(logger_cfg: DictConfig | None) -> bool:
+    return logger_cfg is not None and str(logger_cfg.get("_target_", "")).endswith("WandbLogger")
+
+
+def continue_wandb_run(cfg: DictConfig, output_dir: Path) -> None:
+    """One W&B run per run directory: the id is drawn at the first attempt and kept in ``<output_dir>/.wandb_id``,
+    so that a resumed or requeued attempt continues the same run (``resume="allow"``) instead of opening another."""
+    logger_cfg = cfg.get("logger")
+    if not is_wandb(logger_cfg) or logger_cfg.get("id"):
+        return
+    id_file = output_dir / ".wandb_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else ""
+    if not run_id:
+        run_id = secrets.token_hex(4)
+        with replacing(id_file) as partial:
+            partial.write_text(run_id + "\n")
+    with open_dict(logger_cfg):
+        logger_cfg.id = run_id
+        logger_cfg.resume = logger_cfg.get("resume") or "allow"
+
+
+def config_digest(cfg: DictConfig) -> str:
+    return hashlib.sha256(OmegaConf.to_yaml(cfg, resolve=True).encode()).hexdigest()
+
+
+def completed_earlier(cfg: DictConfig, output_dir: Path) -> dict | None:
+    """The metrics of this run when an earlier attempt of this SLURM job already completed it (a job requeued while
+    writing its outputs, or after): the requeued attempt hands them back instead of fitting again."""
+    if not int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0):
+        return None
+    marker, metrics_file = output_dir / ".completed", output_dir / "metrics.json"
+    if not (marker.is_file() and metrics_file.is_file()) or marker.read_text().strip() != config_digest(cfg):
+        return None
+    metrics = json.loads(metrics_file.read_text())
+    if metrics.get("status") != "completed":
+        return None
+    log.info("This run completed in an earlier attempt of the job: outputs in %s", output_dir)
+    return metrics
+
+
+def stop_if_signalled() -> None:
+    """A signal that arrived while the run was starting: no step taken, nothing to save; requeue and exit."""
+    if LATCH.received is not None:
+        leave(LATCH.received)
+
+
+def quietly(what: str, call, *args, **kwargs) -> None:
+    """A logger call after a signal: SLURM signals W&B's service process too, and a dead logger must not turn an
+    interrupted run into a failed one."""
+    try:
+        call(*args, **kwargs)
+    except Exception as error:
+        log.warning("Could not %s after %s: %s", what, LATCH.received or "the signal", error)
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit the measurement(s) ``cfg`` describes; return the metrics written to ``metrics.json``."""
     check_config(cfg)
@@ -77,26 +136,41 @@ def train(cfg: DictConfig) -> dict:
         reuse_freed_memory()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    digest = config_digest(cfg)
+    if (earlier := completed_earlier(cfg, output_dir)) is not None:
+        return earlier
     check_wandb_reachable(cfg.get("logger"))
+    continue_wandb_run(cfg, output_dir)
     run = assemble(cfg)
+    stop_if_signalled()
     if run.logger:
         run.logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    stop_if_signalled()
 
     outcome = fit(run)
     metrics = write_results(run, outcome)
+    if not outcome.interrupted_by and not outcome.crash and metrics["status"] == "completed":
+        with replacing(output_dir / ".completed") as partial:
+            partial.write_text(digest + "\n")
     if run.checkpoint and not outcome.interrupted_by:
         run.checkpoint.finish()
     if run.logger:
-        run.logger.log_metrics(
-            {f"summary/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=metrics["steps"]
+        signalled = outcome.interrupted_by or LATCH.received is not None
+        log_summary = quietly if signalled else (lambda what, call, *a, **k: call(*a, **k))
+        row = {f"summary/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+        log_summary("log the summary", run.logger.log_metrics, row, step=metrics["steps"])
+        log_summary(
+            "finalize the logger", run.logger.finalize, "success" if metrics["status"] == "completed" else "failed"
         )
-        run.logger.finalize("success" if metrics["status"] == "completed" else "failed")
-        close_experiment(run.logger, exit_code(metrics["status"], run.signals and run.signals.interrupted))
+        code = exit_code(metrics["status"], run.signals and run.signals.interrupted)
+        log_summary("close the logger", close_experiment, run.logger, code)
     if outcome.crash is not None:
         raise outcome.crash
     if outcome.interrupted_by:
         log_interruption(run, metrics, output_dir)
         run.signals.exit_after_signal()
+    if LATCH.received is not None:
+        log.info("The run had completed when the signal arrived: nothing to resume.")
     if metrics["status"] == "failed":
         log.error("Run failed: %s. Best iterate kept in %s", metrics.get("failure"), output_dir)
     else:
@@ -119,7 +193,7 @@ def log_interruption(run, metrics: dict, output_dir: Path) -> None:
     if run.checkpoint:
         where += f", checkpoint {run.checkpoint.path}"
     else:
-        where += " (batched fits are not checkpointed: started again, the fit starts over)"
+        where += " (checkpoint: null: started again, the fit starts over)"
     log.warning(
         "Interrupted by %s at step %d of %d: %s",
         run.signals.interrupted_by,

@@ -7,8 +7,10 @@ stop": the handlers only note the signal, so the run stops between two steps (:c
 writes ``<dirpath>/last.ckpt`` there), and ``train()`` writes the run's outputs (``status: interrupted``). Then
 :meth:`StopOnSignal.exit_after_signal` requeues the job for SIGUSR1/SIGUSR2 (through the handler that was there
 before training, e.g. submitit's, which also re-pickles its submission; otherwise with ``scontrol requeue``),
-leaves SIGTERM to SLURM (it requeues a preempted or requeued job itself, and a cancelled job must stay
-cancelled), and exits with 128 + the signal. A second Ctrl-C stops the process at once, without saving.
+leaves SIGTERM to SLURM when SLURM sent it (it requeues a preempted or requeued job itself, and a cancelled job must
+stay cancelled) and requeues the job on a SIGTERM from outside (``callbacks/preemption.py``, which also covers the
+signals that arrive before and after the fit), and exits with 128 + the signal. A second Ctrl-C stops the process
+at once, without saving.
 When the run starts again in the same run directory, ``train()`` resumes from ``last.ckpt``.
 
 A checkpoint holds what Lightning saves (network, optimizer, all buffers of the module and the method:
@@ -23,39 +25,25 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 from untrained.callbacks.base import StepCallback
+from untrained.callbacks.preemption import LATCH, SLURM_SIGNALS, RunInterrupted, leave, slurm_job_id
 
 log = logging.getLogger(__name__)
 
-SLURM_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 SIGNALS = SLURM_SIGNALS + (signal.SIGINT,)
+__all__ = ["RunInterrupted", "slurm_job_id", "StopOnSignal", "PreemptionCheckpoint", "CHECKPOINT_NAME"]
 CHECKPOINT_NAME = "last.ckpt"
-
-
-class RunInterrupted(SystemExit):
-    """The run stopped on a signal after writing its checkpoint; the process exits with 128 + signal.
-
-    A ``SystemExit`` on purpose: Hydra's job runner and submitit record ordinary exceptions as a finished,
-    failed job, whereas an interrupted run must simply end so that its requeued job resumes.
-    """
-
-
-def slurm_job_id() -> str | None:
-    """This job's id as ``scontrol`` takes it (``<array job>_<task>`` for an array task), or None outside SLURM."""
-    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    return f"{array_job}_{task}" if array_job and task else os.environ.get("SLURM_JOB_ID")
 
 
 class StopOnSignal(StepCallback):
     """Turns Ctrl-C (SIGINT) and SIGUSR1/SIGUSR2/SIGTERM during a fit into "stop after the current step".
 
-    After the fit, ``train()`` writes the run's outputs and calls :meth:`exit_after_signal`. Batched fits use this
-    class alone (they are not checkpointed); single runs use :class:`PreemptionCheckpoint`, which also saves.
+    After the fit, ``train()`` writes the run's outputs and calls :meth:`exit_after_signal`. Runs use
+    :class:`PreemptionCheckpoint`, which also saves; this class alone (``checkpoint: null``) stops without saving.
 
     Args:
         on_signal: catch the signals while fitting (otherwise they act as they would without this callback).
@@ -88,6 +76,8 @@ class StopOnSignal(StepCallback):
 
     def on_train_start(self, trainer, module) -> None:
         self.catch(SLURM_SIGNALS)  # after Lightning's registration, so these win while training
+        if LATCH.received is not None and self.received is None:
+            self.received = LATCH.received  # arrived while the fit was starting: stop (and save) after one step
 
     def note_signal(self, signum: int, frame) -> None:
         if signum == signal.SIGINT:
@@ -130,20 +120,11 @@ class StopOnSignal(StepCallback):
 
     # After the run ------------------------------------------------------------------------------
     def exit_after_signal(self) -> None:
-        """Requeue (SIGUSR1/SIGUSR2 inside SLURM) and end the process; called once the outputs are written."""
-        signum = self.interrupted
-        if signum in (signal.SIGUSR1, signal.SIGUSR2):
-            outer = self.outer_handlers.get(signum)
-            job = slurm_job_id()
-            if callable(outer):
-                outer(signum, None)  # e.g. submitit: re-pickles the submission, requeues, exits
-            elif self.requeue and job:
-                result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
-                if result.returncode == 0:
-                    log.info("Requeued SLURM job %s", job)
-                else:
-                    log.error("Could not requeue SLURM job %s: %s", job, result.stderr.strip())
-        raise RunInterrupted(128 + signum)
+        """Requeue (SIGUSR1/SIGUSR2, or a SIGTERM from outside SLURM) and end the process; called once the outputs
+        are written (``untrained.callbacks.preemption.leave``)."""
+        if self.interrupted == signal.SIGINT:
+            raise RunInterrupted(128 + signal.SIGINT)
+        leave(self.interrupted, self.requeue, self.outer_handlers.get(self.interrupted))
 
 
 class PreemptionCheckpoint(StopOnSignal):

@@ -10,6 +10,7 @@ from untrained.callbacks.progress import show_progress
 from untrained.errors import check_integer
 from untrained.fit.loop import step_loader
 from untrained.fit.tracker import Tracker
+from untrained.rng import rng_states, set_rng_states
 from untrained.speed.policy import Performance
 from untrained.speed.runner import StepRunner
 
@@ -28,6 +29,7 @@ class TrackedFit(L.LightningModule):
         # A module built by hand (not by run.build_module) runs its step as written unless given performance.
         self.performance = performance or Performance.eager()
         self.runner: StepRunner | None = None  # built on the fit's device (on_fit_start)
+        self.rng_to_restore: dict | None = None  # set when resuming from a checkpoint
 
     def train_dataloader(self):
         return step_loader(self.trainer)
@@ -71,6 +73,26 @@ class TrackedFit(L.LightningModule):
         show_progress(self, flushed.bar, in_step)
         if self.tracker.all_failed:
             self.trainer.should_stop = True
+
+    def end_batch(self) -> None:
+        """End the current Lightning batch after this step (a step callback's request, e.g. to checkpoint); a
+        module that takes one step per batch has nothing to do."""
+
+    # Checkpoints (callbacks/checkpoint.py): parameters and buffers (the tracker's too) are in the state_dict
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["untrained"] = {**self.tracker.host_state(), "rng": rng_states()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["untrained"]
+        self.tracker.load_host_state(state)
+        self.rng_to_restore = state["rng"]
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # Not in on_load_checkpoint: Lightning draws a seed from the global generator when it starts the
+        # dataloader after that, which the uninterrupted run did at step 0, not here.
+        if self.rng_to_restore is not None:
+            set_rng_states(self.rng_to_restore)
+            self.rng_to_restore = None
 
     def on_train_end(self) -> None:
         self.flush(in_step=False)

@@ -311,3 +311,12 @@ class MemberCallbacks(L.Callback):
 
     def on_train_end(self, trainer, module) -> None:
         self._each("on_train_end", trainer, module)
+
+    # Checkpoints: each member's copies keep their own state (a stopping rule's window, its stop) --------------
+    def state_dict(self) -> dict:
+        return {"members": [[c.state_dict() for c in callbacks] for callbacks in self.per_member]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for callbacks, states in zip(self.per_member, state_dict["members"], strict=True):
+            for callback, state in zip(callbacks, states, strict=True):
+                callback.load_state_dict(state)

@@ -17,7 +17,6 @@ from untrained.fit.tracker import Tracker
 from untrained.methods.base import Method, StepOutput
 from untrained.networks.base import ImageNetwork
 from untrained.problem import InverseProblem
-from untrained.rng import rng_states, set_rng_states
 from untrained.speed.policy import Performance
 from untrained.speed.runner import StepRunner
 
@@ -42,7 +41,6 @@ class UntrainedModule(TrackedFit):
             network.fit_to(problem.image_shape)
         method.setup(problem, network)
         self.tracker = Tracker(1, problem.image_shape, problem.has_ground_truth)
-        self.rng_to_restore: dict | None = None  # set when resuming from a checkpoint
         self.batch_ending = False  # a step callback asked to end the current Lightning batch (end_batch)
 
     # The tracker's member 0, as callbacks, outputs and tests read it ------------------------------
@@ -126,22 +124,6 @@ class UntrainedModule(TrackedFit):
         self.tracker.update(step, estimate[None], record, psnr, out.output.detach()[None])
         if self.due_for_flush(step):
             self.flush()
-
-    # Checkpoints (callbacks/checkpoint.py): buffers and parameters are in the state_dict already --------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["untrained"] = {**self.tracker.host_state(), "rng": rng_states()}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint["untrained"]
-        self.tracker.load_host_state(state)
-        self.rng_to_restore = state["rng"]
-
-    def on_train_batch_start(self, batch, batch_idx) -> None:
-        # Not in on_load_checkpoint: Lightning draws a seed from the global generator when it starts the
-        # dataloader after that, which the uninterrupted run did at step 0, not here.
-        if self.rng_to_restore is not None:
-            set_rng_states(self.rng_to_restore)
-            self.rng_to_restore = None
 
     # Results --------------------------------------------------------------------------------------
     @torch.no_grad()

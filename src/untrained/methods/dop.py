@@ -17,14 +17,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from untrained.errors import UserError, check_positive
 from untrained.methods.base import Method, StepOutput
 from untrained.operators.base import mean_squared_magnitude
-from untrained.outputs import save_png
+from untrained.outputs import save_npy, save_png
 from untrained.problem import InverseProblem
 
 
@@ -74,6 +73,6 @@ class DoubleOverParameterization(Method):
 
     def write_outputs(self, output_dir, problem: InverseProblem) -> None:
         corruption = self.corruption().detach()
-        np.save(Path(output_dir) / "corruption.npy", corruption.cpu().numpy()[0])
+        save_npy(Path(output_dir) / "corruption.npy", corruption.cpu().numpy()[0])
         if not corruption.is_complex() and tuple(corruption.shape[1:]) == tuple(problem.image_shape):
             save_png((corruption + 1) / 2, Path(output_dir) / "corruption.png")

@@ -21,6 +21,7 @@ from untrained.methods.base import Method, StepOutput
 from untrained.methods.tv import TVDIP
 from untrained.networks.base import crop_to, pad_to
 from untrained.operators.generators.phantoms import random_ellipses, simulate_sinogram
+from untrained.outputs import replacing
 from untrained.problem import InverseProblem
 
 CHECKPOINT_NAME = "edip_pretrained.pt"
@@ -109,7 +110,8 @@ class EDIPPretrain(Method):
         return StepOutput(loss, output, {"supervised_loss": loss.detach()})
 
     def write_outputs(self, output_dir, problem: InverseProblem) -> None:
-        torch.save({k: v.cpu() for k, v in self.trained[0].state_dict().items()}, Path(output_dir) / CHECKPOINT_NAME)
+        with replacing(Path(output_dir) / CHECKPOINT_NAME) as partial:
+            torch.save({k: v.cpu() for k, v in self.trained[0].state_dict().items()}, partial)
 
 
 class EducatedDIP(TVDIP):

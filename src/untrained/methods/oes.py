@@ -33,6 +33,7 @@ from torch.func import functional_call
 
 from untrained.errors import UserError, check_at_least, check_in_range, check_integer, check_positive
 from untrained.methods.base import Method, StepOutput, penalty_scale
+from untrained.outputs import replacing
 from untrained.problem import InverseProblem
 
 log = logging.getLogger(__name__)
@@ -191,13 +192,12 @@ class OptimalEyeSurgeon(Method):
     # Outputs -----------------------------------------------------------------------------------
     def write_outputs(self, output_dir, problem: InverseProblem) -> None:
         mask = self.mask if self.pruned else top_fraction_mask(self.logits.detach(), self.sparsity)
-        torch.save(
-            {
-                "names": self.names,
-                "shapes": [tuple(s) for s in self.shapes],
-                "sparsity": self.sparsity,
-                "mask": mask.bool().cpu(),
-                "initial_weights": (self.initial_weights * mask).cpu(),
-            },
-            Path(output_dir) / "mask.pt",
-        )
+        pruning = {
+            "names": self.names,
+            "shapes": [tuple(s) for s in self.shapes],
+            "sparsity": self.sparsity,
+            "mask": mask.bool().cpu(),
+            "initial_weights": (self.initial_weights * mask).cpu(),
+        }
+        with replacing(Path(output_dir) / "mask.pt") as partial:
+            torch.save(pruning, partial)
