@@ -88,6 +88,7 @@ NOT_NUMERIC = {
     "task.mask_path",
     "task.impl",
     "task.file",
+    "task.measurement",
     "method.mask",
     "method.checkpoint",
     "performance.compile_mode",

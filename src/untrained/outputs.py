@@ -1,11 +1,14 @@
-"""Files every run leaves in its output directory: images, arrays, metrics.json and the PSNR curve.
+"""Files every run leaves in its output directory: images, arrays, metrics.json and the curves (data loss, PSNR when
+there is a ground truth, the stopping rules' statistics).
 
 Every file is written to a temporary name and renamed over the old one, so that a run killed while writing (a
 preempted job past SLURM's grace period) leaves the previous complete file, never a truncated one."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -18,6 +21,9 @@ import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+log = logging.getLogger(__name__)
+RESIDUAL = "relative data residual ‖A x − y‖ / ‖y‖ (no ground truth needed)"
 
 
 @contextmanager
@@ -80,36 +86,78 @@ def write_metrics(metrics: dict, output_dir: Path) -> None:
     )
 
 
-def plot_curves(history: dict, path: Path, markers: dict[str, int] | None = None) -> None:
+def plot_curves(history: dict, path: Path, markers: dict[str, int] | None = None, curves: tuple[str, ...] = ()) -> None:
+    """Data loss, PSNR (when the history has it) and each of ``curves`` (history keys, e.g. a stopping rule's
+    statistic) against the step, one panel each; ``markers`` (label → step) mark the PSNR and statistic panels."""
     steps = np.asarray(history["step"])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    axes[0].semilogy(steps, history["loss"])
-    axes[0].set(xlabel="step", ylabel="data loss", title="loss")
-    if "psnr" in history:
-        psnr = np.array([np.nan if v is None else v for v in history["psnr"]], dtype=float)
-        keep = ~np.isnan(psnr)
-        axes[1].plot(steps[keep], psnr[keep])
-        for label, step in (markers or {}).items():
-            axes[1].axvline(step, ls="--", lw=0.8, color="k" if label == "best" else "r", label=f"{label} ({step})")
-        if markers:
-            axes[1].legend()
-    axes[1].set(xlabel="step", ylabel="PSNR [dB]", title="PSNR vs step")
+    panels = [("loss", "data loss", True)]
+    if any(v is not None for v in history.get("psnr", [])):
+        panels.append(("psnr", "PSNR [dB]", False))
+    panels += [(name, name.replace("_", " "), True) for name in curves if name in history]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+    for ax, (key, label, log_scale) in zip(axes[0], panels):
+        values = np.array([np.nan if v is None else v for v in history[key]], dtype=float)
+        keep = ~np.isnan(values)
+        (ax.semilogy if log_scale else ax.plot)(steps[keep], values[keep])
+        if key != "loss":
+            for name, step in (markers or {}).items():
+                ax.axvline(step, ls="--", lw=0.8, color="k" if name == "best" else "r", label=f"{name} ({step})")
+            if markers:
+                ax.legend()
+        ax.set(xlabel="step", ylabel=label, title=f"{label} vs step")
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
+def with_curves(history: dict, curves: dict[str, tuple[list[int], list[float]]]) -> dict:
+    """The module's history with each curve as one more key, aligned with its steps (None where it has no value)."""
+    if not curves:
+        return history
+    merged = dict(history)
+    for name, (steps, values) in curves.items():
+        at = dict(zip(steps, values))
+        merged[name] = [at.get(step) for step in history["step"]]
+    return merged
+
+
+def write_complex_outputs(output_dir: Path, problem, image: torch.Tensor) -> None:
+    """A complex-valued task's (MRI's) reconstruction in the data's scale (``info['scale']`` undone): complex .npy,
+    and its magnitude as NIfTI when nibabel is installed (``pip install -e ".[io]"``)."""
+    with torch.no_grad():
+        values = problem.to_domain(image.to(problem.y.device)).detach().cpu()[0] * problem.info.get("scale", 1.0)
+    array = values.numpy().astype(np.complex64)
+    save_npy(output_dir / "reconstruction_complex.npy", array)
+    if importlib.util.find_spec("nibabel") is None:
+        return
+    import nibabel
+
+    magnitude = np.abs(array).astype(np.float32)
+    partial = output_dir / ".reconstruction.partial.nii.gz"  # nibabel picks the format by the full suffix
+    try:
+        nibabel.save(nibabel.Nifti1Image(magnitude[..., None], np.eye(4)), partial)
+        os.replace(partial, output_dir / "reconstruction.nii.gz")
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def write_run_outputs(
-    output_dir: Path, module, metrics: dict, extra_images: dict[str, torch.Tensor] | None = None
+    output_dir: Path,
+    module,
+    metrics: dict,
+    extra_images: dict[str, torch.Tensor] | None = None,
+    curves: dict[str, tuple[list[int], list[float]]] | None = None,
 ) -> None:
-    """Write reconstructions (.npy and .png), measurement, ground truth, curve and metrics.json. The numbers and
-    arrays come first, so that a failure drawing a figure never loses them."""
+    """Write reconstructions (.npy and .png), measurement, ground truth, curves and metrics.json. The numbers and
+    arrays come first, so that a failure drawing a figure never loses them. ``curves``: per-step statistics of the
+    reporting callbacks (name → (steps, values)), added to history.json and drawn beside the data loss."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     problem = module.problem
     write_metrics(metrics, output_dir)
-    if module.history["step"]:
-        write_json_atomic(module.history, output_dir / "history.json")
+    history = with_curves(module.history, curves or {})
+    if history["step"]:
+        write_json_atomic(history, output_dir / "history.json")
     images = {"final": module.estimate}
     if int(module.best_step) >= 0:
         images["best"] = module.best_image
@@ -117,6 +165,8 @@ def write_run_outputs(
     for name, image in images.items():
         save_npy(output_dir / f"{name}.npy", image.detach().cpu().numpy()[0])
     save_npy(output_dir / "measurement.npy", problem.y.detach().cpu().numpy()[0])
+    if "reconstruction" in images and getattr(problem.operator, "domain_dtype", None) in (torch.complex64,):
+        write_complex_outputs(output_dir, problem, images["reconstruction"])
     for name, image in images.items():
         save_png(problem.display(image), output_dir / f"{name}.png", problem.data_range)
     if problem.has_ground_truth:
@@ -126,11 +176,13 @@ def write_run_outputs(
     # An image-shaped real measurement is shown as an image (k-space of 2 coils has the shape, not the meaning).
     if not problem.y.is_complex() and tuple(problem.y.shape[1:]) == tuple(problem.image_shape):
         save_png(problem.display(problem.y), output_dir / "measurement.png", problem.data_range)
-    if module.history["step"]:
+    if history["step"]:
         markers = {"best": metrics["best_step"]} if "best_step" in metrics else {}
         if "es_step" in metrics:
             markers["stopping rule"] = metrics["es_step"]
-        plot_curves(module.history, output_dir / "psnr_curve.png", markers)
+        # Without a ground truth there is no PSNR curve: the figure shows the data loss and the stopping statistics.
+        name = "psnr_curve.png" if problem.has_ground_truth else "curves.png"
+        plot_curves(history, output_dir / name, markers, tuple(curves or {}))
     method = getattr(module, "method", None)
     if hasattr(method, "write_outputs"):  # method-specific files: OES's mask, DOP's recovered corruption
         method.write_outputs(output_dir, problem)
@@ -143,9 +195,9 @@ def device_name(trainer) -> str:
     return str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
 
 
-def fit_metrics(cfg, module, trainer, wall_time: float, reporting) -> tuple[dict, dict]:
-    """One fit's metrics.json entries and extra images: its module's summary, the run's settings and what its
-    reporting callbacks add."""
+def fit_metrics(cfg, module, trainer, wall_time: float, reporting) -> tuple[dict, dict, dict]:
+    """One fit's metrics.json entries, extra images and curves: its module's summary, the run's settings, the data
+    residuals, and what its reporting callbacks add."""
     steps = int(trainer.global_step)
     metrics = module.summary()
     metrics.update(
@@ -159,10 +211,11 @@ def fit_metrics(cfg, module, trainer, wall_time: float, reporting) -> tuple[dict
         task_info=module.problem.info,  # what a re-analysis needs: noise level, mask, data scale, views...
         metric_conventions=module.problem.metric_conventions(),
     )
-    images = {}
+    images, curves = {}, {}
     for callback in reporting:
         metrics.update(callback.report(module))
         images.update(callback.images(module))
+        curves.update(callback.curves(module))
     # What the run hands over without a ground truth to pick by: the stopping rule's chosen iterate when it fired,
     # otherwise the final one (best.* needs the ground truth and stays an oracle).
     chosen = "es" if metrics.get("es_stopped") and "es" in images else "final"
@@ -170,7 +223,22 @@ def fit_metrics(cfg, module, trainer, wall_time: float, reporting) -> tuple[dict
     images["reconstruction"] = images["es"] if chosen == "es" else module.estimate
     if module.problem.has_ground_truth:
         metrics["reconstruction_psnr"] = metrics["es_psnr"] if chosen == "es" else metrics.get("final_psnr")
-    return metrics, images
+    residuals = {"reconstruction": images["reconstruction"], "final": module.estimate, **module.problem.baselines()}
+    for name, image in residuals.items():
+        key = f"{name}_residual" if name in ("reconstruction", "final") else f"baseline_{name}_residual"
+        metrics[key] = relative_residual(module.problem, image)
+    conventions = {**metrics["metric_conventions"], "*_residual": RESIDUAL}
+    if not module.problem.has_ground_truth:  # no PSNR, SSIM or best iterate is reported: nothing to explain
+        conventions = {k: v for k, v in conventions.items() if k not in ("psnr", "ssim", "best_*")}
+    metrics["metric_conventions"] = conventions
+    return metrics, images, curves
+
+
+@torch.no_grad()
+def relative_residual(problem, image: torch.Tensor) -> float:
+    """‖A x − y‖ / ‖y‖ of a network-space image (the data fit that needs no ground truth)."""
+    residual = problem.residual(image.to(problem.y.device))
+    return float(torch.linalg.vector_norm(residual) / torch.linalg.vector_norm(problem.y).clamp_min(1e-30))
 
 
 def write_results(run, outcome) -> dict:
@@ -180,15 +248,15 @@ def write_results(run, outcome) -> dict:
     output_dir = Path(run.cfg.paths.output_dir)
     interrupted = {"interrupted_by": outcome.interrupted_by} if outcome.interrupted_by else {}
     if not run.batched:
-        metrics, images = fit_metrics(run.cfg, run.module, run.trainer, outcome.wall_time_s, run.reporting[0])
+        metrics, images, curves = fit_metrics(run.cfg, run.module, run.trainer, outcome.wall_time_s, run.reporting[0])
         metrics.update(performance=run.module.performance_report(), **interrupted)
-        write_run_outputs(output_dir, run.module, metrics, images)
+        write_run_outputs(output_dir, run.module, metrics, images, curves)
         return metrics
     size, results = len(run.members), []
     for b, (member, member_cfg) in enumerate(zip(run.members, run.configs)):
-        metrics, images = fit_metrics(member_cfg, member, run.trainer, outcome.wall_time_s, run.reporting[b])
+        metrics, images, curves = fit_metrics(member_cfg, member, run.trainer, outcome.wall_time_s, run.reporting[b])
         metrics.update(member=b, batch_size=size, task_index=member_cfg.task.get("index"), **interrupted)
-        write_run_outputs(output_dir / f"member_{b}", member, metrics, images)
+        write_run_outputs(output_dir / f"member_{b}", member, metrics, images, curves)
         results.append(metrics)
     finished = [m for m in results if m["status"] != "failed"]
     steps, wall_time = int(run.trainer.global_step), outcome.wall_time_s
@@ -204,7 +272,7 @@ def write_results(run, outcome) -> dict:
         "performance": run.module.performance_report(),
         **interrupted,
     }
-    for key in ("best_psnr", "final_psnr"):
+    for key in ("best_psnr", "final_psnr", "reconstruction_residual"):
         values = [m[key] for m in finished if key in m]
         if values:
             summary[key] = sum(values) / len(values)

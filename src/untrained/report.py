@@ -8,6 +8,10 @@ mean ± std over completed runs of best / final / early-stopping PSNR, SSIM, ste
 number of failed runs (diverged, crashed, or without metrics.json). Figures: ``psnr_curves.png``, mean PSNR
 vs step per method for each setting (the tutorial's Fig. 6), and ``reconstructions.png``, ground truth and
 each method's final reconstruction with its PSNR for the first replicate of each setting (its Fig. 5).
+
+Runs without a ground truth (measured data) sit beside the others: their PSNR and SSIM cells show "–", the
+``residual`` column (‖A x − y‖ / ‖y‖ of the handed-over reconstruction) is filled for every run, their curve panel
+shows the data loss, and their reconstruction is shown with its residual.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ COLUMNS = {  # summary column → metrics.json key
     "best_psnr": "best_psnr",
     "final_psnr": "final_psnr",
     "es_psnr": "es_psnr",
+    "reconstruction_psnr": "reconstruction_psnr",
+    "residual": "reconstruction_residual",
     "best_ssim": "best_ssim",
     "final_ssim": "final_ssim",
     "steps": "steps",
@@ -98,8 +104,11 @@ def label_runs(runs: list[Run], average_over: tuple[str, ...] = AVERAGE_OVER) ->
         )
 
 
-def mean_std(values: list[float]) -> tuple[float, float] | None:
-    values = [v for v in values if v is not None and math.isfinite(v)]
+MISSING = "–"  # a metric a run does not have (no ground truth, no stopping rule)
+
+
+def mean_std(values: list) -> tuple[float, float] | None:
+    values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
     if not values:
         return None
     return float(np.mean(values)), float(np.std(values))
@@ -122,7 +131,7 @@ def summarize(runs: list[Run]) -> list[dict]:
 def format_cell(value, digits: int = 2) -> str:
     if isinstance(value, tuple):
         return f"{value[0]:.{digits}f} ± {value[1]:.{digits}f}"
-    return "" if value is None else str(value)
+    return MISSING if value is None else str(value)
 
 
 def write_tables(rows: list[dict], runs: list[Run], out: Path) -> None:
@@ -134,7 +143,7 @@ def write_tables(rows: list[dict], runs: list[Run], out: Path) -> None:
             writer.writerow(
                 [row[h] for h in header[:4]] + [x for c in COLUMNS for x in (row[c] if row[c] else ("", ""))]
             )
-    digits = {"steps": 0, "wall_time_s": 1, "best_ssim": 3, "final_ssim": 3}
+    digits = {"steps": 0, "wall_time_s": 1, "best_ssim": 3, "final_ssim": 3, "residual": 4}
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         lines.append("| " + " | ".join(format_cell(row[h], digits.get(h, 2)) for h in header) + " |")
@@ -157,14 +166,15 @@ def write_tables(rows: list[dict], runs: list[Run], out: Path) -> None:
             )
 
 
-def psnr_curve(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
+def psnr_curve(run: Run, key: str = "psnr") -> tuple[np.ndarray, np.ndarray] | None:
+    """A run's history of ``key`` (PSNR; the data loss for runs without a ground truth) as (steps, values)."""
     path = run.directory / "history.json"
     if not path.is_file():
         return None
     history = json.loads(path.read_text())
-    if "psnr" not in history:
+    if key not in history:
         return None
-    pairs = [(s, v) for s, v in zip(history["step"], history["psnr"]) if v is not None]
+    pairs = [(s, v) for s, v in zip(history["step"], history[key]) if v is not None]
     return (np.array([s for s, _ in pairs]), np.array([v for _, v in pairs], dtype=float)) if pairs else None
 
 
@@ -172,8 +182,11 @@ def plot_curves(runs: list[Run], out: Path) -> None:
     settings = sorted({r.setting for r in runs})
     fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 3.8), squeeze=False)
     for ax, setting in zip(axes[0], settings):
-        for method in sorted({r.method for r in runs if r.setting == setting}):
-            curves = [c for r in runs if r.setting == setting and r.method == method and (c := psnr_curve(r))]
+        members = [r for r in runs if r.setting == setting]
+        # A setting without a ground truth has no PSNR: its panel shows the data loss.
+        key = "psnr" if any(psnr_curve(r) for r in members) else "loss"
+        for method in sorted({r.method for r in members}):
+            curves = [c for r in members if r.method == method and (c := psnr_curve(r, key))]
             if not curves:
                 continue
             length = max(len(s) for s, _ in curves)
@@ -184,8 +197,11 @@ def plot_curves(runs: list[Run], out: Path) -> None:
             mean, std = np.nanmean(stacked, 0), np.nanstd(stacked, 0)
             ax.plot(steps, mean, label=f"{method} (n={len(curves)})")
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-        ax.set(title=setting, xlabel="step", ylabel="PSNR [dB]")
-        ax.legend(fontsize=8)
+        ax.set(title=setting, xlabel="step", ylabel="PSNR [dB]" if key == "psnr" else "data loss (no ground truth)")
+        if key == "loss":
+            ax.set_yscale("log")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "psnr_curves.png", dpi=110)
     plt.close(fig)
@@ -209,10 +225,14 @@ def plot_reconstructions(runs: list[Run], out: Path) -> None:
             ax.axis("off")
             if isinstance(item, Run):
                 image = item.directory / "final.png"
-                psnr = item.metrics.get("final_psnr")
-                title = f"{title}\n" + (
-                    f"{psnr:.2f} dB" if isinstance(psnr, (int, float)) else item.metrics.get("status", "")
-                )
+                psnr, residual = item.metrics.get("final_psnr"), item.metrics.get("final_residual")
+                if isinstance(psnr, (int, float)):
+                    caption = f"{psnr:.2f} dB"
+                elif isinstance(residual, (int, float)) and not item.failed:  # no ground truth: the data fit
+                    caption = f"residual {residual:.3g}"
+                else:
+                    caption = str(item.metrics.get("status", ""))
+                title = f"{title}\n{caption}"
                 item = image if image.is_file() else None
             if item is not None:
                 ax.imshow(np.asarray(Image.open(item)), cmap="gray", vmin=0, vmax=255)

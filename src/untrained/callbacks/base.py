@@ -27,3 +27,7 @@ class ReportingCallback(StepCallback):
 
     def images(self, module) -> dict[str, torch.Tensor]:
         return {}
+
+    def curves(self, module) -> dict[str, tuple[list[int], list[float]]]:
+        """Per-step statistics for history.json and the curves figure: name → (steps, values)."""
+        return {}

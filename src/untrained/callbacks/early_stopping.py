@@ -64,6 +64,7 @@ class VarianceEarlyStopping(ReportingCallback):
         self.last_variance: torch.Tensor | None = None  # the latest value (on the device), for plots and probes
         self.state: dict[str, torch.Tensor] = {}
         self.pending: list[tuple[int, torch.Tensor]] = []
+        self.curve: tuple[list[int], list[float]] = ([], [])  # (steps, variances) on the host, for the outputs
 
     # The statistic ---------------------------------------------------------------------------
     def reset_statistic(self, image: torch.Tensor) -> None:
@@ -128,6 +129,7 @@ class VarianceEarlyStopping(ReportingCallback):
             return {}
         return {
             "observed": self.observed,
+            "curve": self.curve,
             "state": dict(self.state),
             "statistic": {name: getattr(self, name) for name in self.statistic_names},
         }
@@ -138,9 +140,10 @@ class VarianceEarlyStopping(ReportingCallback):
     # Lightning hooks -------------------------------------------------------------------------
     def on_train_start(self, trainer, module) -> None:
         restored, self.restored = getattr(self, "restored", None), None
-        self.state, self.pending = {}, []
+        self.state, self.pending, self.curve = {}, [], ([], [])
         if restored:  # load_state_dict ran before training started
             self.observed = restored["observed"]
+            self.curve = restored.get("curve", ([], []))
             self.state = {k: v.to(module.device) for k, v in restored["state"].items()}
             for name, value in restored["statistic"].items():
                 setattr(self, name, value.to(module.device))
@@ -155,13 +158,16 @@ class VarianceEarlyStopping(ReportingCallback):
         self.check(trainer)
 
     def check(self, trainer) -> bool:
-        """The one host synchronisation: log the pending variances; whether the rule has fired."""
+        """The one host synchronisation: record and log the pending variances; whether the rule has fired."""
         if not self.state:
             return False
-        if self.pending and trainer.logger:
+        if self.pending:
             values = torch.stack([v for _, v in self.pending]).tolist()
+            self.curve[0].extend(step for step, _ in self.pending)
+            self.curve[1].extend(values)
             for (step, _), value in zip(self.pending, values):
-                trainer.logger.log_metrics({f"{self.prefix}/variance": value}, step=step)
+                if trainer.logger:
+                    trainer.logger.log_metrics({f"{self.prefix}/variance": value}, step=step)
         self.pending.clear()
         return bool(self.state["stopped"])
 
@@ -190,6 +196,9 @@ class VarianceEarlyStopping(ReportingCallback):
         if not self.state or int(self.state["best_step"]) < 0:
             return {}
         return {self.prefix: self.state["best_image"]}
+
+    def curves(self, module) -> dict[str, tuple[list[int], list[float]]]:
+        return {f"{self.prefix}_variance": self.curve} if self.curve[0] else {}
 
 
 class WindowedVarianceStopping(VarianceEarlyStopping):

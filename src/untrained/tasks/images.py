@@ -1,4 +1,5 @@
-"""Image sources: scikit-image's built-in images, a file, or one file of a folder."""
+"""Image sources: scikit-image's built-in images, a file, or one file of a folder; measured images
+(``task.measurement``: a noisy, damaged, blurred or low-resolution image without a ground truth)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from skimage import data as skdata
 from skimage.color import rgb2gray
 from skimage.transform import resize
 
-from untrained.errors import UserError, check_array, check_integer
+from untrained.errors import UserError, check_array, check_integer, read_npy
 
 BUILTIN_IMAGES = (
     "astronaut",
@@ -127,3 +128,37 @@ def load_image(source: str = "astronaut", size=256, grayscale: bool | None = Non
     tensor = torch.from_numpy(np.ascontiguousarray(image))
     tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
     return tensor[None].float()
+
+
+def load_measurement(path, grayscale: bool | None = None) -> torch.Tensor:
+    """A measured image (``task.measurement``) as (1, C, H, W) float, at the file's own size (resizing would change
+    its noise, blur and sampling): an image file (8-bit: [0, 1]; 16-bit and float: min-max scaled to [0, 1]) or a
+    .npy array (H, W) or (H, W, C), C = 1 or 3, taken as it is."""
+    file = Path(str(path)).expanduser()
+    if not file.is_file():
+        raise UserError(
+            f"task.measurement='{path}' does not exist: give the measured image's file (PNG, JPEG, TIFF, BMP or .npy)."
+        )
+    if file.suffix.lower() == ".npy":
+        array = check_array(f"task.measurement '{file}'", read_npy(file, "measurement"), (2, 3)).astype(np.float32)
+        if array.ndim == 3 and array.shape[-1] not in (1, 3):
+            raise UserError(
+                f"task.measurement '{file}' has shape {array.shape}: expected (H, W) or (H, W, C) with 1 or 3 channels."
+            )
+    elif file.suffix.lower() in IMAGE_SUFFIXES:
+        array = read_image_file(file)
+    else:
+        raise UserError(
+            f"task.measurement='{path}' has suffix '{file.suffix}': give a PNG, JPEG, TIFF, BMP or .npy file."
+        )
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if grayscale and array.ndim == 3:
+        array = rgb2gray(np.clip(array, 0, 1)).astype(np.float32)
+    elif grayscale is False and array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    for side in array.shape[:2]:
+        check_integer("task.measurement's size", side, 1, MAX_IMAGE_SIZE)
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+    return tensor[None]

@@ -1,4 +1,5 @@
-"""Super-resolution ×4 / ×8 with the DIP paper's Lanczos-2 downsampler (or bicubic)."""
+"""Super-resolution ×4 / ×8 with the DIP paper's Lanczos-2 downsampler (or bicubic); or a low-resolution image
+(``task.measurement``) upscaled by the factor, without a ground truth."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import torch
 
 from untrained.baselines.interpolation import bicubic
 from untrained.baselines.tv import tv_pdhg
+from untrained.errors import check_integer
 from untrained.metrics import psnr
 from untrained.operators.noise import apply_noise
 from untrained.operators.super_resolution import Downsample
 from untrained.problem import InverseProblem
-from untrained.tasks.images import load_image
+from untrained.tasks.images import MAX_IMAGE_SIZE, load_image, load_measurement
 
 
 def luminance(x: torch.Tensor) -> torch.Tensor:
@@ -35,7 +37,16 @@ def super_resolution(
     tv_weight: float = 1e-3,
     tv_max_iterations: int = 2000,
     tv_tolerance: float = 1e-4,
+    measurement: str | None = None,
 ) -> InverseProblem:
+    if measurement is not None:  # a low-resolution image: the result is factor times its size
+        check_integer("task.factor", factor, 1, MAX_IMAGE_SIZE)
+        low = load_measurement(measurement, grayscale)
+        shape = (low.shape[1], low.shape[2] * factor, low.shape[3] * factor)
+        source = {"measurement": str(measurement)}
+        return super_resolution_problem(
+            low, None, shape, factor, kernel, border_crop, tv_weight, tv_max_iterations, tv_tolerance, source
+        )
     x_true = load_image(image, size, grayscale, index)
     if size is None and isinstance(factor, int) and factor >= 1:
         # The file's own size, centre-cropped to multiples of the factor (the SR literature's "modcrop").
@@ -43,9 +54,18 @@ def super_resolution(
         top, left = height % factor // 2, width % factor // 2
         x_true = x_true[..., top : top + height - height % factor, left : left + width - width % factor]
     shape = tuple(x_true.shape[1:])
-    operator = Downsample(factor, shape, kernel)
     with torch.no_grad():
-        y = apply_noise(operator(x_true), noise, noise_level, noise_seed)
+        y = apply_noise(Downsample(factor, shape, kernel)(x_true), noise, noise_level, noise_seed)
+    return super_resolution_problem(
+        y, x_true, shape, factor, kernel, border_crop, tv_weight, tv_max_iterations, tv_tolerance, {"image": image}
+    )
+
+
+def super_resolution_problem(
+    y, x_true, shape, factor, kernel, border_crop, tv_weight, tv_max_iterations, tv_tolerance, source: dict
+) -> InverseProblem:
+    """The problem of a low-resolution y of the high-resolution ``shape``; ``x_true`` None: no ground truth."""
+    operator = Downsample(factor, shape, kernel)
     upsampled = bicubic(y, shape[1:])
     tv = tv_pdhg(operator, y, tv_weight, upsampled, (0.0, 1.0), tv_max_iterations, tv_tolerance)
     crop = factor if border_crop else 0
@@ -62,13 +82,15 @@ def super_resolution(
         x_true=x_true,
         init=upsampled,
         baselines={"bicubic": upsampled, "tv": tv.image},
-        extra_metrics=luminance_psnr,
+        extra_metrics=luminance_psnr if x_true is not None else None,
         metric_conventions={
             "psnr_y": f"PSNR (data_range 1) of the luminance Y (ITU-R BT.601, as in the SR literature) of x clamped to "
             f"[0, 1], {crop} border pixels cropped on each side"
-        },
+        }
+        if x_true is not None
+        else {},
         info={
-            "image": image,
+            **source,
             "factor": factor,
             "kernel": kernel,
             "baseline_iterations": {"tv": tv.iterations},
