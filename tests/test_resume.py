@@ -217,3 +217,54 @@ def test_batched_fit_checkpoints_and_resumes_bit_for_bit(make_cfg, tmp_path_fact
     for member in ("member_0", "member_1"):
         assert_same_run(reference / member, run_dir / member)
     assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+
+
+def test_interrupted_and_resumed_run_is_one_wandb_run(make_cfg):
+    """The second attempt continues the first's W&B run (same id, resume="allow"), not a new one."""
+    setting = SETTING[:1] + SETTING[5:] + ["logger=wandb"]
+    cfg = make_cfg(setting)
+    with open_dict(cfg):
+        cfg.callbacks = {"preempt": {"_target_": "tests.test_resume.SignalAtStep", "step": 4, "signum": 12}}
+    with pytest.raises(RunInterrupted):
+        train(cfg)
+    train(make_cfg(setting))
+    run_dir = Path(cfg.paths.output_dir)
+    attempts = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(attempts) == 2, attempts
+    assert {a.name.rsplit("-", 1)[1] for a in attempts} == {(run_dir / ".wandb_id").read_text().strip()}
+
+
+def test_signal_during_start_up_requeues_before_any_step(make_cfg):
+    """A signal noted before the fit (libraries, data, W&B still loading): the run exits with 128 + signal at its
+    next safe point, having written nothing, so that the requeued job starts clean."""
+    from untrained.callbacks import preemption
+
+    previous = {s: signal.getsignal(s) for s in preemption.SLURM_SIGNALS}
+    try:
+        preemption.LATCH.install()
+        os.kill(os.getpid(), signal.SIGTERM)  # noted by the latch, as during start-up
+        cfg = make_cfg(SETTING)
+        with pytest.raises(RunInterrupted) as stopped:
+            train(cfg)
+        assert stopped.value.code == 128 + signal.SIGTERM
+        assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
+        assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+    finally:
+        preemption.LATCH.received = None
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        preemption.LATCH.installed = False
+
+
+def test_requeued_attempt_after_completion_hands_back_the_run(make_cfg, monkeypatch, caplog):
+    """SLURM requeued a job whose run had completed (a signal while it wrote its outputs): the next attempt returns
+    the completed run's metrics instead of fitting again."""
+    cfg = make_cfg(SETTING)
+    first = train(cfg)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with caplog.at_level("INFO", logger="untrained.train"):
+        again = train(make_cfg(SETTING))
+    assert again == json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert again["best_psnr"] == first["best_psnr"] and "completed in an earlier attempt" in caplog.text
+    changed = make_cfg(SETTING[1:] + ["trainer.max_steps=13"])  # another config in that directory fits again
+    assert train(changed)["steps"] == 13

@@ -7,6 +7,8 @@ them the config ``python train.py <overrides>`` would).
 from __future__ import annotations
 
 import copy
+import logging
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +24,15 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from untrained.callbacks.base import ReportingCallback
 from untrained.callbacks.checkpoint import PreemptionCheckpoint, StopOnSignal
+from untrained.callbacks.preemption import LATCH
 from untrained.errors import UserError, check_integer, check_options
 from untrained.fit.base import TrackedFit
 from untrained.fit.batched import BatchedModule, MemberCallbacks
 from untrained.fit.module import UntrainedModule
 from untrained.networks.base import ImageNetwork, Network
 from untrained.speed.policy import Performance
+
+log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 MAX_BATCH_SIZE = 1024  # members built in one process; each holds its own network, problem and optimizer
@@ -319,6 +324,13 @@ def fit(run: Run) -> Outcome:
     if run.batched:
         run.module.unstack()
     interrupted_by = run.signals.interrupted_by if run.signals else None
+    if crash is not None and (interrupted_by or LATCH.received is not None):
+        # Raised after a signal, by what the signal stopped (SLURM signals W&B's service process too): the run was
+        # interrupted, not failed; it resumes from its last checkpoint.
+        log.warning("Stopped by the signal (%s: %s).", type(crash).__name__, crash)
+        interrupted_by, crash = interrupted_by or signal.Signals(LATCH.received).name, None
+        if run.signals and run.signals.interrupted is None:
+            run.signals.interrupted = LATCH.received
     for member in run.members:
         if crash is not None:
             member.status, member.failure = "failed", f"{type(crash).__name__}: {crash}"

@@ -172,7 +172,7 @@ def train(cfg: DictConfig) -> dict:
     if LATCH.received is not None:
         log.info("The run had completed when the signal arrived: nothing to resume.")
     if metrics["status"] == "failed":
-        log.error("Run failed: %s. Best iterate kept in %s", metrics.get("failure"), output_dir)
+        log.error("Run failed: %s. What it had is kept in %s", metrics.get("failure"), output_dir)
     else:
         summary = ", ".join(f"{k}={metrics[k]:.2f}" for k in ("best_psnr", "final_psnr") if k in metrics)
         members = f"{len(run.members)} members x " if run.batched else ""

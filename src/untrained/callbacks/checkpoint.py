@@ -87,6 +87,8 @@ class StopOnSignal(StepCallback):
             log.warning("Received %s: saving the run after the current step.", signal.Signals(signum).name)
         if self.received is None:
             self.received = signum
+        if LATCH.installed:  # a train.py job: an error raised later in it is then the signal's doing
+            LATCH.received = LATCH.received or signum
 
     def restore_handlers(self) -> None:
         """Give back the handlers found at setup. Also called by ``train()`` once the fit has returned or raised:
@@ -111,7 +113,10 @@ class StopOnSignal(StepCallback):
         if self.received is None:
             return False
         self.interrupted, self.received = self.received, None
-        module.flush()
+        try:
+            module.flush()
+        except Exception as error:  # SLURM signals W&B's service process too: the checkpoint must still be written
+            log.warning("Could not flush the records to the logger after %s: %s", self.interrupted_by, error)
         return True
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:

@@ -127,9 +127,13 @@ class VarianceEarlyStopping(ReportingCallback):
     def state_dict(self) -> dict:
         if not self.state:
             return {}
+        steps, values = self.curve
+        if self.pending:  # not yet brought to the host: the resumed run's curve must have them too
+            steps = steps + [step for step, _ in self.pending]
+            values = values + torch.stack([v for _, v in self.pending]).tolist()
         return {
             "observed": self.observed,
-            "curve": self.curve,
+            "curve": (list(steps), list(values)),
             "state": dict(self.state),
             "statistic": {name: getattr(self, name) for name in self.statistic_names},
         }
