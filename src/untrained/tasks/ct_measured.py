@@ -151,7 +151,8 @@ class ArrayFile:
         if key is not None or required:
             raise UserError(
                 f"{OPTION[kind]}: '{name}' is not an array of '{self.path}', which holds: {', '.join(self.names)}; "
-                f"set {OPTION[kind]} to one of them."
+                f"set {OPTION[kind]} to one of them"
+                + (" (or task.scan_range for equispaced angles)." if kind == "angles" else ".")
             )
         return None
 
