@@ -393,9 +393,9 @@ def measured_geometry(
     bins of width ``detector_spacing``, on which the rotation axis projects ``center_offset`` bins right of the
     detector's middle (ODL's detector coordinate of bin i is (i − (detectors − 1)/2 − center_offset)·spacing).
     Parallel beam: the detector's coordinates are those at the rotation axis, and the offset must be 0 (ODL
-    hands ASTRA's CPU projector a centred detector whatever the partition: shift the data instead). Fan beam (``kind="fan"``): the
-    source turns at ``source_origin`` from the axis and the detector at ``origin_detector`` beyond it
-    (ODL's FanBeamGeometry, flat detector); spacing and offsets are measured on the detector."""
+    hands ASTRA's CPU projector a centred detector whatever the partition: shift the data instead). Fan beam
+    (``kind="fan"``): the source turns at ``source_origin`` from the axis and the detector at ``origin_detector``
+    beyond it (ODL's FanBeamGeometry, flat detector); spacing and offsets are measured on the detector."""
     import odl
     from odl.applications import tomo
 

@@ -119,11 +119,23 @@ class ArrayFile:
     def _visit(self, name: str, item) -> None:
         import h5py
 
-        if isinstance(item, h5py.Dataset) and item.dtype.kind in "iufb":
-            array = item[()]
-            self.arrays[name.replace("/", ".") if self.format == "mat" else name] = (
-                np.asarray(array).T if self.transpose else np.asarray(array)
-            )
+        if isinstance(item, h5py.Dataset) and item.dtype.kind in "iufb":  # read lazily: only what is asked for
+            self.arrays[name.replace("/", ".") if self.format == "mat" else name] = name
+
+    def _read(self, name: str, middle: int | None) -> tuple[np.ndarray, tuple[int, ...]]:
+        """The array ``name`` (of a 3D one, only [:, middle] when ``middle`` is given) and its full shape."""
+        stored = self.arrays[name]
+        if not isinstance(stored, str):
+            array = np.asarray(stored)
+            return (array[:, middle] if middle is not None and array.ndim == 3 else array), array.shape
+        import h5py
+
+        with h5py.File(self.path, "r") as file:
+            dataset = file[stored]
+            shape = dataset.shape[::-1] if self.transpose else dataset.shape
+            # the middle axis of three is the middle one in either storage order
+            array = dataset[:, middle, :] if middle is not None and len(shape) == 3 else dataset[()]
+        return (np.asarray(array).T if self.transpose else np.asarray(array)), tuple(shape)
 
     @staticmethod
     def _mat_value(tree: dict, name: str):
@@ -135,40 +147,47 @@ class ArrayFile:
     def names(self) -> list[str]:
         return sorted(self.arrays)
 
-    def get(self, kind: str, key: str | None, required: bool) -> np.ndarray | None:
-        """The array ``key`` names (null: the format's default name for ``kind``); a missing array stops when the
-        key was given or ``required``, listing the names the file holds."""
+    def get(
+        self, kind: str, key: str | None, required: bool, middle: int | None = None
+    ) -> tuple[np.ndarray | None, tuple[int, ...]]:
+        """(the array ``key`` names (null: the format's default name for ``kind``), of a 3D array only [:, middle]
+        when ``middle`` is given; its full shape). A missing array stops when the key was given or ``required``,
+        listing the names the file holds; else (None, ())."""
         if self.format == "npy":
             if kind == "sinogram":
-                return self.arrays["sinogram"]
+                return self._read("sinogram", middle)
             if key is not None:
                 raise UserError(f"{OPTION[kind]}={key}: a .npy file holds the sinogram alone; set {OPTION[kind]}=null.")
-            return None
+            return None, ()
         name = key if key is not None else DEFAULT_KEYS[self.format][kind]
         name = name.replace("/", ".") if self.format == "mat" else name.strip("/")
         if name in self.arrays:
-            return self.arrays[name]
+            return self._read(name, middle)
         if key is not None or required:
             raise UserError(
                 f"{OPTION[kind]}: '{name}' is not an array of '{self.path}', which holds: {', '.join(self.names)}; "
                 f"set {OPTION[kind]} to one of them"
                 + (" (or task.scan_range for equispaced angles)." if kind == "angles" else ".")
             )
-        return None
+        return None, ()
 
 
-def field_row(array: np.ndarray, kind: str, stack: bool, slices: int, slice_index: int, detectors: int) -> np.ndarray:
-    """The (detectors,) flat or dark row of one slice: the mean over frames of (frames, slices, detectors) for a 3D
-    sinogram (or (slices, detectors)), of (frames, detectors) or (detectors,) for a 2D one."""
-    shape = array.shape
-    if stack and array.ndim == 3 and shape[1] == slices:
-        array = array[:, slice_index].mean(0)
-    elif stack and array.ndim == 2 and shape[0] == slices:
+def field_row(
+    array: np.ndarray, shape: tuple[int, ...], kind: str, slices: int | None, slice_index: int, detectors: int
+) -> np.ndarray:
+    """The (detectors,) flat or dark row of the slice: for a 3D sinogram (``slices`` given) the mean over frames
+    of (frames, slices, detectors) (``array`` already holds [:, slice_index]) or the row of (slices, detectors);
+    for a 2D one the mean of (frames, detectors), or (detectors,) as it is."""
+    if slices is not None and len(shape) == 3 and shape[1] == slices:
+        array = array.mean(0)
+    elif slices is not None and len(shape) == 2 and shape[0] == slices:
         array = array[slice_index]
-    elif not stack and array.ndim == 2:
+    elif slices is None and len(shape) == 2:
         array = array.mean(0)
     if array.shape != (detectors,):
-        expected = f"(frames, {slices}, {detectors})" if stack else f"(frames, {detectors}) or ({detectors},)"
+        expected = (
+            f"(frames, {slices}, {detectors})" if slices is not None else f"(frames, {detectors}) or ({detectors},)"
+        )
         raise UserError(
             f"{OPTION[kind]}: the {kind} field has shape {shape}, which does not fit the sinogram: expected "
             f"{expected}; give the {kind} field of this scan."
@@ -191,18 +210,18 @@ def read_measurement(
     check_choice("task.measurement", measurement, MEASUREMENTS)
     check_choice("task.angle_units", angle_units, ANGLE_UNITS)
     arrays = ArrayFile(path)
-    data = check_array(
-        f"The sinogram '{path}' ({OPTION['sinogram']})", arrays.get("sinogram", sinogram_key, True), (2, 3)
-    )
-    stack = data.ndim == 3
-    slices = data.shape[1] if stack else 1
+    _, shape = arrays.get("sinogram", sinogram_key, True, middle=0)
+    stack = len(shape) == 3
+    slices = shape[1] if stack else 1
     if not 0 <= slice_index < slices:
         raise UserError(f"task.slice={slice_index} is out of range: '{path}' holds {slices} slices (0..{slices - 1}).")
-    data = (data[:, slice_index] if data.ndim == 3 else data).astype(np.float64)
+    data, _ = arrays.get("sinogram", sinogram_key, True, middle=slice_index)
+    what = f"The sinogram '{path}' ({OPTION['sinogram']}, shape {shape})"
+    data = check_array(what, data, (2,) if stack else (2, 3)).astype(np.float64)
     count, detectors = data.shape
     facts = {"file": str(path), "format": arrays.format, "slices": slices, "measured_detectors": detectors}
 
-    angles = arrays.get("angles", angles_key, required=scan_range is None)
+    angles, _ = arrays.get("angles", angles_key, required=scan_range is None)
     if angles is None:
         check_positive("task.scan_range", scan_range)
         angles = np.linspace(0.0, scan_range, count, endpoint=False)
@@ -222,13 +241,12 @@ def read_measurement(
     radians, data = radians[order], data[order]
 
     if measurement == "transmission":
-        flat = arrays.get("flat", flat_key, required=False)
-        dark = arrays.get("dark", dark_key, required=False)
         frames = {}
-        for kind, array in (("flat", flat), ("dark", dark)):
+        for kind, key in (("flat", flat_key), ("dark", dark_key)):
+            array, shape = arrays.get(kind, key, required=False, middle=slice_index if stack else None)
             if array is not None:
-                array = check_array(f"The {kind} field ({OPTION[kind]})", array, (1, 2, 3)).astype(np.float64)
-                frames[kind] = field_row(array, kind, stack, slices, slice_index, detectors)
+                array = check_array(f"The {kind} field ({OPTION[kind]})", array, (1, 2)).astype(np.float64)
+                frames[kind] = field_row(array, shape, kind, slices if stack else None, slice_index, detectors)
         dark_row = frames.get("dark", 0.0)
         flat_row = frames.get("flat", 1.0)  # no flat field: the data are already I / I0
         transmission = (data - dark_row) / (flat_row - dark_row)
