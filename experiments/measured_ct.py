@@ -30,23 +30,9 @@ from untrained.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
-TOOTH = ["task=ct_measured", "task.detector_binning=4", "task.size=96", "task.extent=192", "task.views=30"]
-HTC = [
-    "task=ct_measured",
-    "task.sinogram=data/htc2022_ta_full.mat",
-    "task.sinogram_key=CtDataFull.sinogram",
-    "task.angles_key=CtDataFull.parameters.angles",
-    "task.measurement=post_log",
-    "task.geometry=fan",
-    "task.source_origin=410.66",  # CtDataFull.parameters.distanceSourceOrigin (mm)
-    "task.origin_detector=143.08",  # distanceSourceDetector 553.74 − distanceSourceOrigin 410.66 (mm)
-    "task.detector_pixel_size=0.2",  # pixelSizePost (mm, after the scanner's 4× binning)
-    "task.length_unit=mm",
-    "task.center=null",  # the published sinograms are already centred (HTC 2022 data description)
-    "task.detector_binning=4",
-    "task.size=96",
-    "task.views=60",
-]
+# The presets conf/experiment/ct_tooth.yaml and ct_htc2022.yaml (geometry and its sources there), at 96².
+TOOTH = ["experiment=ct_tooth", "task.size=96", "task.extent=192"]
+HTC = ["experiment=ct_htc2022", "task.size=96"]
 DATASETS = {"tooth (parallel, 30/181 views)": TOOTH, "HTC 2022 ta (fan, 60/721 views)": HTC}
 
 
@@ -80,7 +66,7 @@ def main() -> None:
         dip = torch.from_numpy(np.load(run_dir / "final.npy")).float().reshape(1, 1, 96, 96).clamp(0, 1)
         # The same task with the TV reference (its baselines are the run's), and the FBP one (cheap: no TV).
         problem = build(compose([*common, *overrides, "task.reference=tv"]).task, "task")
-        cheap = [*common, *overrides, "task.tv_max_iterations=1", "task.cgls_iterations=1"]
+        cheap = [*common, *overrides, "task.reference=fbp", "task.tv_max_iterations=1", "task.cgls_iterations=1"]
         references = {"fbp": build(compose(cheap).task, "task").x_true.clamp(0, 1), "tv": problem.x_true.clamp(0, 1)}
         np.save(run_dir / "reconstruction_attenuation.npy", dip[0, 0].numpy() * problem.info["scale"])
         facts[label] = {

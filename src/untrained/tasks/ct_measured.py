@@ -61,8 +61,13 @@ SMALLEST_TRANSMISSION = 1e-6  # corrected transmission is clipped here before th
 
 
 # Reading ------------------------------------------------------------------------------------------
-def resolve_data_path(source: str) -> Path:
+def resolve_data_path(source: str | None) -> Path:
     """``task.sinogram`` as given, else relative to the repository (data/tooth.h5 from any directory)."""
+    if source is None:
+        raise UserError(
+            "task.sinogram is not set: give a sinogram file (docs/measured_ct.md), or run a sample: "
+            "experiment=ct_tooth or experiment=ct_htc2022."
+        )
     path = Path(source).expanduser()
     if not path.exists() and not path.is_absolute() and (ROOT / path).exists():
         path = ROOT / path
@@ -285,7 +290,7 @@ def bin_detectors(sinogram: np.ndarray, binning: int) -> np.ndarray:
 
 # The task -----------------------------------------------------------------------------------------
 def ct_measured(
-    sinogram: str = "data/tooth.h5",
+    sinogram: str | None = None,
     sinogram_key: str | None = None,
     angles_key: str | None = None,
     flat_key: str | None = None,
@@ -303,9 +308,9 @@ def ct_measured(
     detector_binning: int = 1,
     size: int | None = None,
     extent: float | None = None,
-    views: int | None = 30,
+    views: int | None = None,
     view_selection: str = "equispaced",
-    reference: str = "fbp",
+    reference: str = "none",
     impl: str | None = None,
     fbp_filter: str = "Hann",
     fbp_frequency_scaling: float = 0.85,
