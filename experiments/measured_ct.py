@@ -119,14 +119,6 @@ def main() -> None:
             f"| {row['data']} | {row['method']} | {fmt(row, 'psnr_fbp')} | {fmt3(row, 'ssim_fbp')} | "
             f"{fmt(row, 'psnr_tv')} | {fmt3(row, 'ssim_tv')} |"
         )
-    lines += [
-        "",
-        "Reading: each reference favours the method of its kind (the sparse FBP shares the all-views FBP's noise "
-        "texture; the sparse TV its piecewise-constant look); the two references differ by ~21–25 dB from each "
-        "other (last row of each data set). DIP is second against both on both data sets, never first: at this "
-        "CPU scale (1000 steps, narrow net, TV weight not retuned) it does not beat the classical method matching "
-        "the reference. Figures of the runs: outputs/experiments/measured_ct/<data>/ (not committed).",
-    ]
     lines += ["", "Scales (attenuation = image × scale):", ""]
     for label, fact in facts.items():
         lines.append(
