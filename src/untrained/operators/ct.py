@@ -1,4 +1,4 @@
-"""Parallel-beam ray transforms as batch-first torch operators with autograd, normalised to ||A||₂ = 1.
+"""Parallel- and fan-beam ray transforms as batch-first torch operators with autograd, normalised to ||A||₂ = 1.
 
 Two implementations of one geometry (ODL's ``parallel_beam_geometry`` of the image square, a subset of
 180 angles over [0, π)), chosen by ``task.impl`` (``ray_transform``):
@@ -288,6 +288,11 @@ class TorchRayTransform(ParallelBeamTransform):
         extent: float = 1.0,
     ):
         super().__init__(size, views, view_selection, seed, extent, "cpu")
+        self.build_matrices(extent)
+
+    def build_matrices(self, extent: float) -> None:
+        """The system matrix of ``self.geometry`` (parallel beam) on the square [-extent, extent]², normalised."""
+        size, views = self.size, self.views
         self.impl = "torch"
         partition = self.geometry.det_partition
         rays, pixels, weights = joseph_system_matrix(
@@ -370,3 +375,103 @@ def ray_transform(
     if impl == "torch":
         return TorchRayTransform(size, views, view_selection, seed, extent)
     return RayTransform(size, views, view_selection, seed, impl, extent)
+
+
+GEOMETRIES = ("parallel", "fan")
+
+
+def measured_geometry(
+    angles: np.ndarray,
+    detectors: int,
+    detector_spacing: float,
+    center_offset: float = 0.0,
+    kind: str = "parallel",
+    source_origin: float | None = None,
+    origin_detector: float | None = None,
+):
+    """ODL's geometry of a measured scan: ``angles`` (radians, increasing) and a flat detector of ``detectors``
+    bins of width ``detector_spacing``, on which the rotation axis projects ``center_offset`` bins right of the
+    detector's middle (ODL's detector coordinate of bin i is (i − (detectors − 1)/2 − center_offset)·spacing).
+    Parallel beam: the detector's coordinates are those at the rotation axis, and the offset must be 0 (ODL
+    hands ASTRA's CPU projector a centred detector whatever the partition: shift the data instead). Fan beam
+    (``kind="fan"``): the source turns at ``source_origin`` from the axis and the detector at ``origin_detector``
+    beyond it (ODL's FanBeamGeometry, flat detector); spacing and offsets are measured on the detector."""
+    import odl
+    from odl.applications import tomo
+
+    if kind not in GEOMETRIES:
+        raise UserError(f"task.geometry must be one of {', '.join(GEOMETRIES)}, got '{kind}'.")
+    first = -0.5 - (detectors - 1) / 2 - center_offset
+    det_partition = odl.uniform_partition(first * detector_spacing, (first + detectors) * detector_spacing, detectors)
+    angle_partition = odl.nonuniform_partition(np.asarray(angles, dtype=float))
+    if kind == "parallel":
+        if center_offset != 0:  # ODL's astra_cpu path builds ASTRA's 'parallel' geometry, which drops the offset
+            raise ValueError("A parallel-beam geometry is centred: shift the sinogram (tasks.ct_measured.recentre).")
+        return tomo.Parallel2dGeometry(angle_partition, det_partition)
+    for option, value in (("task.source_origin", source_origin), ("task.origin_detector", origin_detector)):
+        if value is None or not value > 0:
+            raise UserError(f"{option} must be a positive distance for task.geometry=fan, got {value}.")
+    return tomo.FanBeamGeometry(angle_partition, det_partition, float(source_origin), float(origin_detector))
+
+
+def _measured_setup(operator, size: int, extent: float, geometry, odl_device: str) -> None:
+    """The attributes of ``ParallelBeamTransform.__init__`` for a measured scan's ``geometry`` on the square
+    [-extent, extent]² (physical units of the geometry) of size × size pixels."""
+    import odl
+
+    LinearOperator.__init__(operator)
+    operator.odl_device = odl_device
+    operator.space = odl.uniform_discr(
+        [-extent, -extent], [extent, extent], (size, size), dtype="float32", impl="pytorch", device=odl_device
+    )
+    operator.geometry = geometry
+    operator.views, operator.size, operator.extent = len(geometry.angles), size, extent
+    operator.angle_indices = np.arange(operator.views)
+    operator.detectors = int(geometry.det_partition.shape[0])
+    operator.domain_shape, operator.range_shape = (1, size, size), (1, operator.views, operator.detectors)
+    operator.scale = 1.0
+
+
+class MeasuredRayTransform(RayTransform):
+    """ODL's RayTransform with ASTRA on a measured scan's geometry (``measured_geometry``: parallel or fan
+    beam, the scan's angles and detector), normalised to ||A||₂ = 1 like ``RayTransform``; ``fbp`` is ODL's
+    (for fan beam: the flat-detector FBP, exact in the limit of small fan angles)."""
+
+    def __init__(self, size: int, extent: float, geometry, impl: str | None = None):
+        from odl.applications import tomo
+
+        impl = default_impl(impl)
+        if impl == "torch":
+            raise UserError(
+                "MeasuredRayTransform is the ASTRA operator: build task.impl=torch with measured_transform()."
+            )
+        if impl == "astra_cuda" and not torch.cuda.is_available():
+            raise UserError("task.impl=astra_cuda needs a CUDA GPU: use task.impl=astra_cpu (or null for automatic).")
+        odl_device = f"cuda:{torch.cuda.current_device()}" if impl == "astra_cuda" else "cpu"
+        _measured_setup(self, size, extent, geometry, odl_device)
+        self.odl_op = tomo.RayTransform(self.space, self.geometry, impl=impl)
+        self.impl = impl
+        self.adjoint_scale = float(self.space.weighting.const / self.odl_op.range.weighting.const)
+        self.normalise()
+
+
+class MeasuredTorchRayTransform(TorchRayTransform):
+    """``TorchRayTransform`` (Joseph's projector as torch sparse matmuls) on a measured parallel-beam geometry."""
+
+    def __init__(self, size: int, extent: float, geometry):
+        _measured_setup(self, size, extent, geometry, "cpu")
+        self.build_matrices(extent)
+
+
+def measured_transform(size: int, extent: float, geometry, impl: str | None = None) -> ParallelBeamTransform:
+    """The ray transform of a measured scan that ``task.impl`` names; the torch one is parallel-beam only."""
+    impl = default_impl(impl)
+    if impl == "torch":
+        from odl.applications import tomo
+
+        if not isinstance(geometry, tomo.Parallel2dGeometry):
+            raise UserError(
+                "task.impl=torch projects parallel beams only: use task.impl=astra_cpu for task.geometry=fan."
+            )
+        return MeasuredTorchRayTransform(size, extent, geometry)
+    return MeasuredRayTransform(size, extent, geometry, impl)
