@@ -1,5 +1,7 @@
 """Sparse-view CT: adjoint-tested ray transform, DICOM/npy loading, noise, baselines, DIP beats FBP."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ import torch
 from untrained.errors import UserError
 from untrained.operators.base import adjointness_error, operator_norm
 from untrained.operators.ct import RayTransform, TorchRayTransform, default_impl, view_angles
-from untrained.operators.generators.phantoms import random_ellipses
+from untrained.operators.generators.phantoms import MU_MAX, random_ellipses
 from untrained.tasks.ct import ct, dicom_series, hounsfield_to_normalised, load_ct_image
 from untrained.train import train
 
@@ -207,3 +209,32 @@ def test_dip_beats_fbp(make_cfg):
         )
     )
     assert metrics["best_psnr"] > metrics["baseline_fbp_psnr"]
+
+
+def test_dicom_input_gives_a_reconstruction_in_hounsfield_units_and_as_dicom(make_cfg, tmp_path):
+    """A run from a DICOM slice writes its reconstruction as attenuation (1/m), in HU and as a DICOM slice that
+    keeps the source's geometry (pixel spacing scaled to the reconstruction's size)."""
+    import pydicom
+
+    hu = np.full((40, 40), -1000, dtype=np.int16)
+    hu[8:32, 8:32] = 0  # a water square in air
+    source = tmp_path / "slice.dcm"
+    write_dicom(source, hu, 0.0)
+    dataset = pydicom.dcmread(source)
+    dataset.PixelSpacing, dataset.PatientName = [0.5, 0.5], "Phantom^Water"
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID
+    dataset.save_as(source, enforce_file_format=True)
+    cfg = make_cfg(["task=ct", f"task.image={source}", "task.views=16", "trainer.max_steps=30", "callbacks=none"])
+    train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    reconstruction = np.load(run_dir / "reconstruction.npy")[0]
+    attenuation = np.load(run_dir / "reconstruction_attenuation.npy")
+    assert np.allclose(attenuation, reconstruction * MU_MAX, rtol=1e-5)
+    hounsfield = np.load(run_dir / "reconstruction_hu.npy")
+    written = pydicom.dcmread(run_dir / "reconstruction.dcm")
+    assert written.PatientName == "Phantom^Water" and written.SOPInstanceUID != dataset.SOPInstanceUID
+    assert (written.Rows, written.Columns) == (32, 32)
+    assert np.allclose([float(v) for v in written.PixelSpacing], [0.625, 0.625])
+    assert np.array_equal(written.pixel_array * float(written.RescaleSlope), np.round(hounsfield))
+    # The water square reads about 0 HU, the air about -1000 HU (30 steps: a rough image).
+    assert abs(np.median(hounsfield[12:20, 12:20])) < 250 and np.median(hounsfield[:3, :3]) < -600

@@ -141,6 +141,50 @@ def write_complex_outputs(output_dir: Path, problem, image: torch.Tensor) -> Non
         partial.unlink(missing_ok=True)
 
 
+def write_attenuation_outputs(output_dir: Path, problem, image: torch.Tensor) -> None:
+    """A CT reconstruction in the data's units: attenuation (``info['scale']`` × image, in ``info['units']``); with
+    ``info['mu_water']``/``mu_air`` also Hounsfield units, and a DICOM beside the source slice's when the input was
+    one (``info['dicom_source']``: its header, new UIDs, the reconstruction's size and pixel spacing)."""
+    info = problem.info
+    attenuation = image.detach().float().cpu().numpy()[0, 0] * float(info["scale"])
+    save_npy(output_dir / "reconstruction_attenuation.npy", attenuation.astype(np.float32))
+    if info.get("mu_water") is None:
+        return
+    water, air = float(info["mu_water"]), float(info["mu_air"])
+    hounsfield = (attenuation - water) / (water - air) * 1000.0
+    save_npy(output_dir / "reconstruction_hu.npy", hounsfield.astype(np.float32))
+    if info.get("dicom_source"):
+        write_dicom_like(Path(info["dicom_source"]), hounsfield, output_dir / "reconstruction.dcm")
+
+
+def write_dicom_like(source: Path, hounsfield: np.ndarray, path: Path) -> None:
+    """``hounsfield`` as a DICOM slice with the source slice's patient, study and geometry (a derived image)."""
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = pydicom.dcmread(source)
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    size = hounsfield.shape
+    crop = min(rows / size[0], columns / size[1])  # the task centre-cropped to the image's aspect, then resized
+    if "PixelSpacing" in ds:
+        ds.PixelSpacing = [float(ds.PixelSpacing[0]) * crop, float(ds.PixelSpacing[1]) * crop]
+    ds.Rows, ds.Columns = size
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+    ds.PixelData = np.clip(np.round(hounsfield), -32768, 32767).astype("<i2").tobytes()
+    ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+    ds.SeriesDescription = "untrained reconstruction"
+    ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    for tag in ("WindowCenter", "WindowWidth", "LargestImagePixelValue", "SmallestImagePixelValue"):
+        if tag in ds:
+            delattr(ds, tag)
+    with replacing(path) as partial:
+        ds.save_as(partial, enforce_file_format=True)
+
+
 def write_run_outputs(
     output_dir: Path,
     module,
@@ -167,6 +211,8 @@ def write_run_outputs(
     save_npy(output_dir / "measurement.npy", problem.y.detach().cpu().numpy()[0])
     if "reconstruction" in images and getattr(problem.operator, "domain_dtype", None) in (torch.complex64,):
         write_complex_outputs(output_dir, problem, images["reconstruction"])
+    elif "reconstruction" in images and problem.info.get("units") and problem.info.get("scale"):
+        write_attenuation_outputs(output_dir, problem, images["reconstruction"])
     for name, image in images.items():
         save_png(problem.display(image), output_dir / f"{name}.png", problem.data_range)
     if problem.has_ground_truth:

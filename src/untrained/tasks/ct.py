@@ -78,6 +78,18 @@ def square_size(size) -> int | None:
     return size
 
 
+def dicom_source(image: str, index: int) -> str | None:
+    """The DICOM file the ground-truth slice came from (a .dcm/.ima file or slice ``index`` of a DICOM folder), whose
+    header the reconstruction's DICOM export copies; None for other images."""
+    path = Path(image).expanduser()
+    if path.is_dir() and any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
+        series = dicom_series(path)
+        return str(series[index]) if 0 <= index < len(series) else None
+    if path.suffix.lower() in (".dcm", ".ima"):
+        return str(resolve_path(path))
+    return None
+
+
 def load_ct_image(image: str, size: int | None, index: int, seed: int) -> np.ndarray:
     """The ground-truth slice in [0, 1]: a phantom name, an .npy/.dcm/image file, or a DICOM folder;
     ``size=None`` keeps a file's (square) size."""
@@ -168,5 +180,12 @@ def ct(
             "impl": operator.impl,
             "baseline_iterations": {"tv": tv.iterations, "sirt": sirt_iterations, "cgls": cgls_done},
             "baseline_converged": {"tv": tv.converged},
+            # The outputs in physical units (outputs.write_attenuation_outputs): attenuation = image × μ_max, and
+            # Hounsfield units from μ_water and μ_air; a DICOM input also gets a DICOM of the reconstruction.
+            "scale": MU_MAX,
+            "units": "1/m",
+            "mu_water": MU_WATER,
+            "mu_air": MU_AIR,
+            "dicom_source": dicom_source(image, index) if isinstance(image, str) else None,
         },
     )
