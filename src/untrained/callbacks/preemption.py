@@ -109,7 +109,12 @@ def leave(signum: int, requeue: bool = True, outer_handler=None) -> None:
         outer = LATCH.outer_handler(signum)
     if signum in (signal.SIGUSR1, signal.SIGUSR2):
         if callable(outer):
-            outer(signum, None)  # e.g. submitit: re-pickles the submission, requeues, exits
+            try:
+                outer(signum, None)  # e.g. submitit: re-pickles the submission, requeues, exits
+            except Exception as error:
+                # SLURM's kill for the requeue may reach the `scontrol requeue` child before it returns (submitit
+                # then raises); a requeue that did not happen is left to the batch script's guard.
+                log.warning("The requeue handler raised %s: %s", type(error).__name__, error)
         elif requeue and job:
             requeue_slurm_job(job)
     elif signum == signal.SIGTERM and requeue and job:
