@@ -171,6 +171,9 @@ ALLOWED = {
     ("task.noise", "zero"): "noiseless k-space",
     ("task.noise", "huge"): NOISE_LEVEL,
     ("task.density_power", "zero"): "uniform density outside the centre",
+    ("task.center", "zero"): "bin 0 is on the detector (an axis at its edge: a half-detector scan)",
+    ("task.source_origin", "huge"): "a far source is a near-parallel beam",
+    ("task.origin_detector", "huge"): "a far detector magnifies the projection",
     ("task.slice", "negative"): "read only with task.file (the simulation has one slice)",
     ("task.slice", "zero"): "read only with task.file (the simulation has one slice)",
     ("task.slice", "huge"): "read only with task.file (the simulation has one slice)",
@@ -255,7 +258,10 @@ ALLOWED = {
     ("method.maid_min_eps", "huge"): "MAID stops at once: B = A",
 }
 # (group, option, kind) → why a value ALLOWED in general is refused in that group.
-REFUSED_IN_GROUP: dict = {}
+REFUSED_IN_GROUP: dict = {
+    ("ct_measured", "task.slice", "negative"): "a slice index of the file",
+    ("ct_measured", "task.slice", "huge"): "a slice index of the file",
+}
 
 
 def is_number(value) -> bool:

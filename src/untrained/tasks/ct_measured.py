@@ -30,7 +30,15 @@ import torch
 
 from untrained.baselines.iterative import cgls
 from untrained.baselines.tv import tv_pdhg
-from untrained.errors import UserError, check_array, check_choice, check_integer, check_positive, read_npy
+from untrained.errors import (
+    UserError,
+    check_array,
+    check_choice,
+    check_in_range,
+    check_integer,
+    check_positive,
+    read_npy,
+)
 from untrained.operators.ct import measured_geometry, measured_transform, view_angles
 from untrained.problem import InverseProblem
 
@@ -289,6 +297,9 @@ def bin_detectors(sinogram: np.ndarray, binning: int) -> np.ndarray:
 
 
 # The task -----------------------------------------------------------------------------------------
+FULL_TURN = {"degrees": 360.0, "radians": 2 * math.pi}
+
+
 def ct_measured(
     sinogram: str | None = None,
     sinogram_key: str | None = None,
@@ -323,7 +334,15 @@ def ct_measured(
     check_integer("task.slice", slice, 0)
     check_integer("task.detector_binning", detector_binning, 1)
     check_choice("task.reference", reference, REFERENCES)
-    check_positive("task.detector_pixel_size", detector_pixel_size)
+    # Options are checked when set, also where this geometry or file does not use them.
+    check_in_range("task.detector_pixel_size", detector_pixel_size, 0, 1e6, low_open=True)
+    for option, distance in (("task.source_origin", source_origin), ("task.origin_detector", origin_detector)):
+        if distance is not None:
+            check_positive(option, distance)
+    if scan_range is not None:
+        check_in_range(
+            f"task.scan_range ({angle_units})", scan_range, 0, FULL_TURN.get(angle_units, 360.0), low_open=True
+        )
     if fbp_frequency_scaling is None or not 0 < fbp_frequency_scaling <= 1:
         raise UserError(f"task.fbp_frequency_scaling must be in (0, 1], got {fbp_frequency_scaling}.")
     path = resolve_data_path(sinogram)
@@ -346,9 +365,15 @@ def ct_measured(
         angles, detectors, spacing, center_offset, geometry, source_origin, origin_detector
     )
     magnification = 1.0 if geometry == "parallel" else (source_origin + origin_detector) / source_origin
-    if extent is None:  # the detector's half width, seen at the rotation axis
-        extent = detectors * spacing / 2 / magnification
+    half_width = detectors * spacing / 2 / magnification  # the detector's half width, seen at the rotation axis
+    if extent is None:
+        extent = half_width
     check_positive("task.extent", extent)
+    if extent > 10 * half_width:
+        raise UserError(
+            f"task.extent={extent} is more than 10 times the scanned field's half width ({half_width:.4g} "
+            f"{length_unit}): the image would be almost all outside it; leave task.extent=null."
+        )
     if size is None:  # a pixel per detector bin at the axis
         size = detectors
     check_integer("task.size", size, 8, 4096)
