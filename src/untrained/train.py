@@ -49,15 +49,14 @@ def resume_command() -> str | None:
     return shlex.join(["python", "train.py", *hydra_cfg.overrides.task, f"hydra.run.dir={run_dir}"])
 
 
+def is_wandb(logger_cfg: DictConfig | None) -> bool:
+    return logger_cfg is not None and str(logger_cfg.get("_target_", "")).endswith("WandbLogger")
+
+
 def check_wandb_reachable(logger_cfg: DictConfig | None) -> None:
     """W&B online mode with no route to its server would stall a job in ``wandb.init``: fail in seconds instead."""
     offline_modes = ("offline", "disabled", "dryrun")
-    if (
-        logger_cfg is None
-        or not str(logger_cfg.get("_target_", "")).endswith("WandbLogger")
-        or logger_cfg.get("offline")
-        or os.environ.get("WANDB_MODE") in offline_modes
-    ):
+    if not is_wandb(logger_cfg) or logger_cfg.get("offline") or os.environ.get("WANDB_MODE") in offline_modes:
         return
     from urllib.parse import urlparse
 
@@ -72,10 +71,6 @@ def check_wandb_reachable(logger_cfg: DictConfig | None) -> None:
             f"W&B is online (logger.offline=false) but {url.hostname} is unreachable ({error}): use "
             "logger.offline=true and sync later with `wandb sync`, or logger=none."
         ) from None
-
-
-def is_wandb(logger_cfg: DictConfig | None) -> bool:
-    return logger_cfg is not None and str(logger_cfg.get("_target_", "")).endswith("WandbLogger")
 
 
 def continue_wandb_run(cfg: DictConfig, output_dir: Path) -> None:
@@ -99,13 +94,14 @@ def config_digest(cfg: DictConfig) -> str:
     return hashlib.sha256(OmegaConf.to_yaml(cfg, resolve=True).encode()).hexdigest()
 
 
-def completed_earlier(cfg: DictConfig, output_dir: Path) -> dict | None:
-    """The metrics of this run when an earlier attempt of this SLURM job already completed it (a job requeued while
-    writing its outputs, or after): the requeued attempt hands them back instead of fitting again."""
+def completed_earlier(digest: str, output_dir: Path) -> dict | None:
+    """The metrics of this run (``digest``: of its config) when an earlier attempt of this SLURM job already completed
+    it (a job requeued while writing its outputs, or after): the requeued attempt hands them back instead of fitting
+    again."""
     if not int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0):
         return None
     marker, metrics_file = output_dir / ".completed", output_dir / "metrics.json"
-    if not (marker.is_file() and metrics_file.is_file()) or marker.read_text().strip() != config_digest(cfg):
+    if not (marker.is_file() and metrics_file.is_file()) or marker.read_text().strip() != digest:
         return None
     metrics = json.loads(metrics_file.read_text())
     if metrics.get("status") != "completed":
@@ -137,7 +133,7 @@ def train(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     digest = config_digest(cfg)
-    if (earlier := completed_earlier(cfg, output_dir)) is not None:
+    if (earlier := completed_earlier(digest, output_dir)) is not None:
         return earlier
     check_wandb_reachable(cfg.get("logger"))
     continue_wandb_run(cfg, output_dir)
