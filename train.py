@@ -1,6 +1,7 @@
 """Fit one measurement with an untrained network: ``python train.py task=... network=... method=...``."""
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +37,11 @@ def main(cfg: DictConfig) -> float | None:
     # failed job (src/untrained/callbacks/preemption.py). The latch is reached through its module: a sweep launcher
     # pickles this function by value, and with it a copy of any object it names directly.
     preemption.LATCH.install()
+    if os.environ.get("SLURM_JOB_ID"):
+        # sbatch exports the submitting shell's environment, and with it the address of that process's W&B service
+        # (set by any earlier wandb.init there). A job connecting to it shares one service with every task and every
+        # attempt: a requeued attempt is then refused its own run id ("run ID is in use"). Each job starts its own.
+        os.environ.pop("WANDB_SERVICE", None)
     log = logging.getLogger("untrained")
     hydra_config = HydraConfig.get()
     overrides = list(hydra_config.overrides.task)

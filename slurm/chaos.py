@@ -277,13 +277,10 @@ def without_times(values):
     return values
 
 
-def wandb_ids(run_dir: Path) -> set[str]:
-    return {p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")}
-
-
 def check(result: dict, sweep_dir: Path, reference_dir: Path, tasks: int) -> dict:
     """The pass criteria (module docstring); returns counts and the list of problems."""
     from untrained.report import report
+    from untrained.train import wandb_run_ids
 
     problems = []
     if result["returncode"] != 0:
@@ -304,7 +301,7 @@ def check(result: dict, sweep_dir: Path, reference_dir: Path, tasks: int) -> dic
                 if theirs[f].get(k) != ours.get(f, {}).get(k)
             )
             problems.append(f"task {i}: metrics differ from the undisturbed run ({', '.join(differing[:6])})")
-        ids = wandb_ids(sweep_dir / str(i))
+        ids = wandb_run_ids(sweep_dir / str(i))
         if len(ids) == 1:
             one_wandb_run += 1
         else:

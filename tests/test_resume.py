@@ -16,7 +16,7 @@ from omegaconf import open_dict
 from untrained.callbacks.base import StepCallback
 from untrained.callbacks.checkpoint import RunInterrupted
 from untrained.errors import UserError
-from untrained.train import train
+from untrained.train import train, wandb_run_ids
 
 # Small, and every piece of state that resuming must carry: RNG per step (input noise), the output average,
 # best-iterate tracking every other step, host records pending between flushes (log_every = 5).
@@ -231,7 +231,13 @@ def test_interrupted_and_resumed_run_is_one_wandb_run(make_cfg):
     run_dir = Path(cfg.paths.output_dir)
     attempts = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(attempts) == 2, attempts
-    assert {a.name.rsplit("-", 1)[1] for a in attempts} == {(run_dir / ".wandb_id").read_text().strip()}
+    assert wandb_run_ids(run_dir) == {(run_dir / ".wandb_id").read_text().strip()}
+
+
+def test_wandb_run_ids_read_attempts_started_in_the_same_second(tmp_path):
+    for folder in ("offline-run-20261130_230018-20d82b6b", "offline-run-20261130_230018-20d82b6b-1", "latest-run"):
+        (tmp_path / "wandb" / folder).mkdir(parents=True)
+    assert wandb_run_ids(tmp_path) == {"20d82b6b"}
 
 
 def test_signal_during_start_up_requeues_before_any_step(make_cfg):

@@ -144,8 +144,14 @@ def test_chaos_sweep_survives_signals_at_any_moment(cluster, tmp_path):
     """20 tasks (5 methods x single and batched fits x 2 seeds, W&B offline); SIGTERM, SIGUSR2 and scontrol requeue
     in a task's first seconds, just after a checkpoint, mid-training and while it writes its outputs, some tasks hit
     again on their next attempt. Seed: UNTRAINED_CHAOS_SEED (default 1)."""
+    import wandb
+
     chaos = load_chaos()
     seed, tasks, steps = int(os.environ.get("UNTRAINED_CHAOS_SEED", "1")), 20, 40
+    # The submitting process has used W&B (pytest has, in earlier tests): sbatch exports its service's address, which
+    # the tasks must not share (a requeued attempt would be refused its run id as "in use").
+    wandb.init(mode="offline", dir=tmp_path).finish()
+    assert "WANDB_SERVICE" in os.environ
     chaos.reference_sweep(tmp_path / "reference", tasks, steps)
     result = chaos.chaos_sweep(tmp_path / "sweep", tasks, steps, seed, timeout_s=1800, log=lambda message: None)
     summary = chaos.check(result, tmp_path / "sweep", tmp_path / "reference", tasks)

@@ -90,6 +90,16 @@ def continue_wandb_run(cfg: DictConfig, output_dir: Path) -> None:
         logger_cfg.resume = logger_cfg.get("resume") or "allow"
 
 
+# W&B names each attempt's folder (offline-)run-<date>_<time>-<id>, adding -<n> when two start in the same second.
+WANDB_RUN_FOLDER = re.compile(r"(?:offline-)?run-\d{8}_\d{6}-([^-]+)(?:-\d+)?")
+
+
+def wandb_run_ids(output_dir: Path) -> set[str]:
+    """The W&B run ids logged under a run directory: one, however many attempts, when attempts continue a run."""
+    folders = (output_dir / "wandb").glob("*run-*")
+    return {match.group(1) for folder in folders if (match := WANDB_RUN_FOLDER.fullmatch(folder.name))}
+
+
 def config_digest(cfg: DictConfig) -> str:
     return hashlib.sha256(OmegaConf.to_yaml(cfg, resolve=True).encode()).hexdigest()
 
