@@ -263,12 +263,13 @@ def fit_metrics(cfg, module, trainer, wall_time: float, reporting) -> tuple[dict
         images.update(callback.images(module))
         curves.update(callback.curves(module))
     # What the run hands over without a ground truth to pick by: the stopping rule's chosen iterate when it fired,
-    # otherwise the final one (best.* needs the ground truth and stays an oracle).
-    chosen = "es" if metrics.get("es_stopped") and "es" in images else "final"
+    # the held-out rule's (its minimum, validated by data the fit never saw) whenever it has one, otherwise the final
+    # one (best.* needs the ground truth and stays an oracle).
+    chosen = "es" if metrics.get("es_stopped") and "es" in images else "holdout" if "holdout" in images else "final"
     metrics["reconstruction"] = chosen
-    images["reconstruction"] = images["es"] if chosen == "es" else module.estimate
+    images["reconstruction"] = images[chosen] if chosen != "final" else module.estimate
     if module.problem.has_ground_truth:
-        metrics["reconstruction_psnr"] = metrics["es_psnr"] if chosen == "es" else metrics.get("final_psnr")
+        metrics["reconstruction_psnr"] = metrics.get(f"{chosen}_psnr")
     residuals = {"reconstruction": images["reconstruction"], "final": module.estimate, **module.problem.baselines()}
     for name, image in residuals.items():
         key = f"{name}_residual" if name in ("reconstruction", "final") else f"baseline_{name}_residual"

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from untrained.callbacks.base import ReportingCallback
 from untrained.callbacks.checkpoint import PreemptionCheckpoint, StopOnSignal
+from untrained.callbacks.holdout import holdout_split
 from untrained.callbacks.preemption import LATCH
 from untrained.errors import UserError, check_integer, check_options
 from untrained.fit.base import TrackedFit
@@ -189,7 +190,17 @@ def build_module(cfg: DictConfig, problem=None) -> UntrainedModule:
     the caller (an ``InverseProblem``, e.g. an experiment's own corruption of an image) replaces the task's."""
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=False, verbose=False)
+    split = holdout_split(cfg)
+    if split is not None and cfg.method.get("name") == "adp":
+        raise UserError(
+            "method=adp learns the task's operator, which a held-out split hides part of: use another callbacks "
+            "choice than es_holdout with method=adp."
+        )
+    if problem is not None and split is not None:
+        problem = copy.deepcopy(problem)  # the caller's problem keeps all its measurements
     problem = build(cfg.task, "task") if problem is None else problem
+    if split is not None:  # before the method's setup, which may build z (or more) from y
+        problem.hold_out(**split)
     method = build(cfg.method, "method")
     network = build(
         cfg.network, "network", in_channels=method.input_channels(problem), out_channels=problem.image_shape[0]

@@ -160,3 +160,39 @@ def conjugate_gradient(
         direction = residual + (new_squared / squared) * direction
         squared = new_squared
     return x, max_iter
+
+
+class MaskedOperator(Operator):
+    """M∘A: a forward model whose held-out measurement entries are zeroed (``mask`` 1 = fitted, broadcastable to
+    A's range with a leading batch dimension). Attributes it does not have come from A (e.g. a CT operator's fbp)."""
+
+    def __init__(self, inner: Operator, mask: torch.Tensor):
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("mask", mask)
+        self.domain_shape, self.range_shape = inner.domain_shape, inner.range_shape
+        self.domain_dtype, self.range_dtype = inner.domain_dtype, inner.range_dtype
+        self.capturable, self.vmappable = inner.capturable, inner.vmappable
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "inner" or "inner" not in self.__dict__.get("_modules", {}):
+                raise
+            return getattr(self._modules["inner"], name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) * self.mask
+
+
+class MaskedLinearOperator(MaskedOperator, LinearOperator):
+    """M∘A of a linear A, with adjoint A^H∘M."""
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.inner.adjoint(y * self.mask)
+
+
+def masked(operator: Operator, mask: torch.Tensor) -> MaskedOperator:
+    """M∘A, linear (with its adjoint) when A is."""
+    return MaskedLinearOperator(operator, mask) if isinstance(operator, LinearOperator) else MaskedOperator(operator, mask)

@@ -125,6 +125,7 @@ def analytic_problem(
         image_shape=(1, matrix.shape[1]),
         x_true=network_space(x_true[None]),
         init=network_space(operator.adjoint(y)),
+        init_from=lambda measured: network_space(operator.adjoint(measured)),
         baselines={
             "tikhonov": network_space(tikhonov(matrix, y, alpha)),
             "tsvd": network_space(truncated_svd(matrix, y, threshold)),

@@ -170,6 +170,7 @@ def ct(
         image_shape=(1, size, size),
         x_true=x_true,
         init=init,
+        init_from=lambda sinogram: operator.fbp(sinogram, fbp_filter, fbp_frequency_scaling).clamp(0, 1),
         baselines=baselines,
         info={
             "image": image,

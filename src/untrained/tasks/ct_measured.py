@@ -418,6 +418,7 @@ def ct_measured(
         image_shape=(1, size, size),
         x_true=x_true,
         init=init,
+        init_from=lambda sinogram: operator.fbp(sinogram, fbp_filter, fbp_frequency_scaling).clamp(0, 1),
         baselines={"fbp": fbp, "tv": tv.image, "cgls": cgls_estimate},
         info={
             **facts,

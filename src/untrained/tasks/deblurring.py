@@ -72,6 +72,14 @@ def deblurring(
     init = y if tuple(y.shape[1:]) == shape else wiener
     if init is y:
         baselines["blurred"] = y
+
+    def init_from(measured: torch.Tensor) -> torch.Tensor:
+        """The init of a measurement: itself (same size) or its Wiener deconvolution (valid boundary)."""
+        if tuple(measured.shape[1:]) == shape:
+            return measured
+        linear = measured if not nonlinear else -torch.log1p(-measured.clamp(max=0.999) * -torch.expm1(torch.tensor(-gain))) / gain
+        return wiener_deconvolution(linear, blur, wiener_alpha).clamp(0, 1)
+
     name = "nonlinear_deblurring" if nonlinear else ("semi_blind_deblurring" if true_kernel else "deblurring")
     return InverseProblem(
         name=name,
@@ -80,6 +88,7 @@ def deblurring(
         image_shape=shape,
         x_true=x_true,
         init=init,
+        init_from=init_from,
         baselines=baselines,
         info={
             "image": image if measurement is None else None,

@@ -64,6 +64,7 @@ def denoising(
         image_shape=tuple(y.shape[1:]),
         x_true=x_true,
         init=y,
+        init_from=lambda measured: measured,
         baselines=baselines,
         info={
             "image": str(image) if measurement is None else None,

@@ -54,6 +54,8 @@ def inpainting(
         image_shape=shape,
         x_true=x_true,
         init=y,
+        holdable=observed[None].bool(),
+        init_from=lambda measured: measured,
         baselines={"masked": y, "biharmonic": filled, "tv": tv.image},
         info={
             "image": image if measurement is None else None,

@@ -447,6 +447,19 @@ def scale_measurement(operator: MultiCoilMRI, measured: torch.Tensor) -> tuple[t
     return measured[None] / scale, zero_filled / scale, scale
 
 
+def holdable_kspace(mask: torch.Tensor) -> torch.Tensor:
+    """The k-space locations (1, 1, H, W) a held-out split may take: sampled ones outside the fully sampled centre
+    columns (the calibration region, which the coil maps and the low frequencies rest on); one location holds all
+    coils' samples."""
+    sampled = mask > 0
+    height, width = sampled.shape
+    columns = acs_columns(sampled[height // 2])  # the sampled run through the centre, along each axis
+    rows = acs_columns(sampled[:, width // 2])
+    holdable = sampled.clone()
+    holdable[rows[0] : rows[1], columns[0] : columns[1]] = False
+    return holdable[None, None]
+
+
 def mri_problem(
     operator: MultiCoilMRI,
     y: torch.Tensor,
@@ -478,6 +491,8 @@ def mri_problem(
         y=y,
         image_shape=(2, height, width),
         init=to_channels(zero_filled),
+        holdable=holdable_kspace(operator.mask),
+        init_from=lambda measured: to_channels(operator.adjoint(measured)),
         baselines=baselines,
         to_domain=to_complex,
         from_domain=to_channels,

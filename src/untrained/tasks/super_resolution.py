@@ -81,6 +81,7 @@ def super_resolution_problem(
         image_shape=shape,
         x_true=x_true,
         init=upsampled,
+        init_from=lambda measured: bicubic(measured, shape[1:]),
         baselines={"bicubic": upsampled, "tv": tv.image},
         extra_metrics=luminance_psnr if x_true is not None else None,
         metric_conventions={
