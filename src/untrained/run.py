@@ -200,7 +200,7 @@ def build_module(cfg: DictConfig, problem=None) -> UntrainedModule:
         problem = copy.deepcopy(problem)  # the caller's problem keeps all its measurements
     problem = build(cfg.task, "task") if problem is None else problem
     if split is not None:  # before the method's setup, which may build z (or more) from y
-        problem.hold_out(**split)
+        problem.hold_out(split["fraction"], split["seed"], split["pattern"])
     method = build(cfg.method, "method")
     network = build(
         cfg.network, "network", in_channels=method.input_channels(problem), out_channels=problem.image_shape[0]
@@ -295,6 +295,11 @@ def assemble(cfg: DictConfig, extra_callbacks=(), logger: bool = True, problem=N
     size = batch_size(cfg)
     if problem is not None and size > 1:
         raise UserError("A problem given to assemble() is one measurement: use batching.size=1.")
+    split = holdout_split(cfg)
+    if split is not None and size > 1 and split["refit"]:
+        raise UserError(
+            "callbacks.early_stopping.refit refits one measurement: set it to false for batched fits (batching.size>1)."
+        )
     configs = [cfg] if size == 1 else [member_config(cfg, b) for b in range(size)]
     members = [build_module(c, problem) for c in configs]
     built = [[build(c, "callbacks") for c in (m.get("callbacks") or {}).values() if c is not None] for m in configs]

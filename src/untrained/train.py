@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -9,15 +10,17 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import socket
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from untrained.callbacks.holdout import TARGET as HOLDOUT_TARGET
 from untrained.callbacks.preemption import LATCH, leave
 from untrained.errors import UserError
-from untrained.outputs import replacing, write_results
+from untrained.outputs import replacing, write_metrics, write_results
 from untrained.run import assemble, check_config, fit
 from untrained.speed.memory import reuse_freed_memory
 
@@ -135,6 +138,55 @@ def quietly(what: str, call, *args, **kwargs) -> None:
         log.warning("Could not %s after %s: %s", what, LATCH.received or "the signal", error)
 
 
+def refit_holdout(cfg: DictConfig, metrics: dict, output_dir: Path) -> dict:
+    """With ``refit: true`` on the held-out rule: fit again on ALL measurements, from the same seed, to the step the
+    rule chose (``<run>/refit/``, its own checkpoints: preemption-safe like any run); that fit's reconstruction
+    becomes the run's (files and metrics.json). Returns the run's metrics."""
+    options = next(
+        (
+            node
+            for node in (cfg.get("callbacks") or {}).values()
+            if isinstance(node, DictConfig) and node.get("_target_") == HOLDOUT_TARGET
+        ),
+        None,
+    )
+    if options is None or not options.get("refit") or metrics.get("holdout_step") is None:
+        return metrics
+    if "holdout_refit_step" in metrics:  # done in an earlier attempt
+        return metrics
+    refit_dir = output_dir / "refit"
+    refit_cfg = copy.deepcopy(cfg)
+    with open_dict(refit_cfg):
+        refit_cfg.callbacks = {
+            k: v for k, v in cfg.callbacks.items() if v is None or v.get("_target_") != HOLDOUT_TARGET
+        }
+        refit_cfg.trainer.max_steps = int(metrics["holdout_step"]) + 1
+        refit_cfg.paths.output_dir = str(refit_dir)
+        if refit_cfg.get("checkpoint") is not None:
+            refit_cfg.checkpoint.dirpath = str(refit_dir / "checkpoints")
+        refit_cfg.logger = None  # one logged run per run directory: the refit's numbers go to metrics.json
+    log.info("Refit on all measurements for %d steps: %s", refit_cfg.trainer.max_steps, refit_dir)
+    refit = train(refit_cfg)
+    if refit.get("status") != "completed":
+        return metrics
+    for source in refit_dir.glob("reconstruction*"):
+        if source.is_file():
+            shutil.copyfile(source, output_dir / source.name)
+    metrics = {
+        **metrics,
+        "reconstruction": "holdout_refit",
+        "holdout_refit_step": int(metrics["holdout_step"]),
+        "holdout_refit_residual": refit.get("reconstruction_residual"),
+    }
+    for key in ("psnr", "ssim"):
+        if f"final_{key}" in refit:
+            metrics[f"holdout_refit_{key}"] = refit[f"final_{key}"]
+    if "holdout_refit_psnr" in metrics:
+        metrics["reconstruction_psnr"] = metrics["holdout_refit_psnr"]
+    write_metrics(metrics, output_dir)
+    return metrics
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit the measurement(s) ``cfg`` describes; return the metrics written to ``metrics.json``."""
     check_config(cfg)
@@ -144,7 +196,7 @@ def train(cfg: DictConfig) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     digest = config_digest(cfg)
     if (earlier := completed_earlier(digest, output_dir)) is not None:
-        return earlier
+        return refit_holdout(cfg, earlier, output_dir)  # a requeue during the refit goes on with it
     check_wandb_reachable(cfg.get("logger"))
     continue_wandb_run(cfg, output_dir)
     run = assemble(cfg)
@@ -160,6 +212,8 @@ def train(cfg: DictConfig) -> dict:
             partial.write_text(digest + "\n")
     if run.checkpoint and not outcome.interrupted_by:
         run.checkpoint.finish()
+    if metrics["status"] == "completed" and not outcome.crash and not outcome.interrupted_by and not run.batched:
+        metrics = refit_holdout(cfg, metrics, output_dir)
     if run.logger:
         signalled = outcome.interrupted_by or LATCH.received is not None
         log_summary = quietly if signalled else (lambda what, call, *a, **k: call(*a, **k))

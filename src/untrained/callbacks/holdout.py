@@ -28,7 +28,7 @@ def holdout_split(cfg: DictConfig) -> dict | None:
             options = OmegaConf.to_container(node, resolve=True)
             split = {key: options.get(key, default) for key, default in SPLIT_DEFAULTS.items()}
             check_holdout_options(split["fraction"], split["pattern"])
-            return split
+            return {**split, "refit": bool(options.get("refit", False))}
     return None
 
 

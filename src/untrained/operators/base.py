@@ -163,13 +163,13 @@ def conjugate_gradient(
 
 
 class MaskedOperator(Operator):
-    """M∘A: a forward model whose held-out measurement entries are zeroed (``mask`` 1 = fitted, broadcastable to
+    """M∘A: a forward model whose held-out measurement entries are zeroed (``fit_mask`` 1 = fitted, broadcastable to
     A's range with a leading batch dimension). Attributes it does not have come from A (e.g. a CT operator's fbp)."""
 
     def __init__(self, inner: Operator, mask: torch.Tensor):
         super().__init__()
         self.inner = inner
-        self.register_buffer("mask", mask)
+        self.register_buffer("fit_mask", mask)
         self.domain_shape, self.range_shape = inner.domain_shape, inner.range_shape
         self.domain_dtype, self.range_dtype = inner.domain_dtype, inner.range_dtype
         self.capturable, self.vmappable = inner.capturable, inner.vmappable
@@ -183,16 +183,18 @@ class MaskedOperator(Operator):
             return getattr(self._modules["inner"], name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x) * self.mask
+        return self.inner(x) * self.fit_mask
 
 
 class MaskedLinearOperator(MaskedOperator, LinearOperator):
     """M∘A of a linear A, with adjoint A^H∘M."""
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return self.inner.adjoint(y * self.mask)
+        return self.inner.adjoint(y * self.fit_mask)
 
 
 def masked(operator: Operator, mask: torch.Tensor) -> MaskedOperator:
     """M∘A, linear (with its adjoint) when A is."""
-    return MaskedLinearOperator(operator, mask) if isinstance(operator, LinearOperator) else MaskedOperator(operator, mask)
+    return (
+        MaskedLinearOperator(operator, mask) if isinstance(operator, LinearOperator) else MaskedOperator(operator, mask)
+    )

@@ -77,7 +77,11 @@ def deblurring(
         """The init of a measurement: itself (same size) or its Wiener deconvolution (valid boundary)."""
         if tuple(measured.shape[1:]) == shape:
             return measured
-        linear = measured if not nonlinear else -torch.log1p(-measured.clamp(max=0.999) * -torch.expm1(torch.tensor(-gain))) / gain
+        linear = (
+            measured
+            if not nonlinear
+            else -torch.log1p(-measured.clamp(max=0.999) * -torch.expm1(torch.tensor(-gain))) / gain
+        )
         return wiener_deconvolution(linear, blur, wiener_alpha).clamp(0, 1)
 
     name = "nonlinear_deblurring" if nonlinear else ("semi_blind_deblurring" if true_kernel else "deblurring")
