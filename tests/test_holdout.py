@@ -205,7 +205,7 @@ def test_refit_fits_all_measurements_to_the_chosen_step(make_cfg):
         (["callbacks.early_stopping.fraction=0.0001"], "holds out no measurement"),
         (["callbacks.early_stopping.smoothing=1"], "smoothing must be in"),
         (["callbacks.early_stopping.refit=true", "batching.size=2"], "refit"),
-        (["method=adp", "network=unrolled_pg", "task=integration_1d", "task.size=32"], "method=adp"),
+        (["method=adp", "task=integration_1d", "task.size=32"], "method=adp"),
     ],
 )
 def test_bad_options_are_one_line_user_errors(make_cfg, overrides, message):
