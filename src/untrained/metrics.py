@@ -52,3 +52,96 @@ def nmse(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """fastMRI's normalised MSE ‖target − x‖² / ‖target‖² (``fastmri.evaluate.nmse``), per image, then averaged."""
     x, target = x.double().flatten(1), target.double().flatten(1)
     return ((target - x).pow(2).sum(1) / target.pow(2).sum(1)).mean().float()
+
+
+# Calibration of uncertainty maps (docs/uncertainty.md) -----------------------------------------------------------
+UCE_BINS = 21  # Laves et al.'s Bayesian DIP code (uncertainty-deep-image-prior, bayesian_denoising.py: n_bins=21)
+CALIBRATION_BLOCK = 8  # side of the blocks whose means the block-level Spearman correlation compares
+
+
+def ranks(values: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..n of a 1D tensor, ties given their average rank (as scipy.stats.rankdata)."""
+    values = values.double()
+    order = torch.argsort(values, stable=True)
+    sorted_values = values[order]
+    # tied runs: positions where a new value starts
+    starts = torch.ones_like(sorted_values, dtype=torch.bool)
+    starts[1:] = sorted_values[1:] != sorted_values[:-1]
+    run = torch.cumsum(starts.long(), 0) - 1
+    positions = torch.arange(1, len(values) + 1, dtype=torch.float64, device=values.device)
+    counts = torch.zeros(int(run[-1]) + 1, dtype=torch.float64, device=values.device).index_add_(
+        0, run, torch.ones_like(positions)
+    )
+    totals = torch.zeros_like(counts).index_add_(0, run, positions)
+    result = torch.empty_like(positions)
+    result[order] = (totals / counts)[run]
+    return result
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation of two equally long sets of values (Pearson's of their average ranks); NaN
+    when either is constant or there are fewer than two values."""
+    a, b = a.reshape(-1), b.reshape(-1)
+    if a.numel() < 2:
+        return float("nan")
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = torch.sqrt((ra * ra).sum() * (rb * rb).sum())
+    return float((ra * rb).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def block_means(values: torch.Tensor, mask: torch.Tensor, block: int = CALIBRATION_BLOCK) -> torch.Tensor:
+    """Means over ``block``-sided blocks (per channel) of (C, *spatial) values inside ``mask`` (same shape, 0/1);
+    blocks with no pixel inside the mask, and the rows/columns past the last whole block, are left out."""
+    pool = {1: torch.nn.functional.avg_pool1d, 2: torch.nn.functional.avg_pool2d}[values.dim() - 1]
+    mask = mask.double()
+    sums = pool((values.double() * mask)[None], block)[0]
+    counts = pool(mask[None], block)[0]
+    inside = counts > 0
+    return sums[inside] / counts[inside]
+
+
+def calibration_bins(
+    squared_errors: torch.Tensor, variances: torch.Tensor, bins: int = UCE_BINS
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The values binned by predicted variance into ``bins`` equal-width bins over [min, max] of the variances (one
+    bin when they are all equal): each filled bin's mean variance, MSE and count (the calibration diagram)."""
+    errors, variances = squared_errors.reshape(-1).double().cpu(), variances.reshape(-1).double().cpu()
+    low, high = float(variances.min()), float(variances.max())
+    span = high - low if high > low else 1.0
+    index = ((variances - low) / span * bins).long().clamp(0, bins - 1)
+    count = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, torch.ones_like(errors))
+    error_sum = torch.zeros_like(count).index_add_(0, index, errors)
+    variance_sum = torch.zeros_like(count).index_add_(0, index, variances)
+    filled = count > 0
+    return variance_sum[filled] / count[filled], error_sum[filled] / count[filled], count[filled]
+
+
+def uncertainty_calibration_error(squared_errors: torch.Tensor, variances: torch.Tensor, bins: int = UCE_BINS) -> float:
+    """UCE of Laves et al. ("Well-calibrated regression uncertainty in medical imaging with deep learning", MIDL
+    2020), over ``calibration_bins``: UCE = Σ_m |B_m| / n · |MSE(B_m) − mean variance(B_m)|; 0 when the variance
+    predicts the squared error in every bin."""
+    variance, mse, count = calibration_bins(squared_errors, variances, bins)
+    return float((count * (mse - variance).abs()).sum() / count.sum())
+
+
+def calibration(
+    error: torch.Tensor,
+    std: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    bins: int = UCE_BINS,
+    block: int = CALIBRATION_BLOCK,
+) -> dict[str, float]:
+    """How well a per-pixel std predicts the error (C, *spatial) of a reconstruction, over the pixels inside
+    ``mask`` (all when None): Spearman's correlation of |error| and std over pixels and over ``block`` blocks' means,
+    the UCE (squared error against variance), and the coverage: the fraction of pixels with |error| ≤ 2 std."""
+    error, std = error.double().abs(), std.double()
+    mask = torch.ones_like(error) if mask is None else mask.double().expand_as(error)
+    inside = mask > 0
+    e, s = error[inside], std[inside]
+    return {
+        "spearman_pixels": spearman(e, s),
+        "spearman_blocks": spearman(block_means(error, mask, block), block_means(std, mask, block)),
+        "uce": uncertainty_calibration_error(e.square(), s.square(), bins),
+        "coverage_2std": float((e <= 2 * s).double().mean()),
+    }

@@ -294,17 +294,24 @@ def write_results(run, outcome) -> dict:
     the metrics written to the output directory's metrics.json."""
     output_dir = Path(run.cfg.paths.output_dir)
     interrupted = {"interrupted_by": outcome.interrupted_by} if outcome.interrupted_by else {}
+    uncertainty = getattr(run, "uncertainty", None)  # uncertainty=ensemble / mc_dropout (docs/uncertainty.md)
     if not run.batched:
         metrics, images, curves = fit_metrics(run.cfg, run.module, run.trainer, outcome.wall_time_s, run.reporting[0])
         metrics.update(performance=run.module.performance_report(), **interrupted)
+        if uncertainty is not None:  # MC dropout: the passes' mean is what the run hands over
+            found, mean = uncertainty.write(output_dir, run.module.problem, uncertainty.draw(run.module))
+            metrics.update(found)
+            images["reconstruction"] = mean
+            hand_over(metrics, run.module.problem, mean, f"{uncertainty.kind}_mean")
         write_run_outputs(output_dir, run.module, metrics, images, curves)
         return metrics
-    size, results = len(run.members), []
+    size, results, chosen = len(run.members), [], []
     for b, (member, member_cfg) in enumerate(zip(run.members, run.configs)):
         metrics, images, curves = fit_metrics(member_cfg, member, run.trainer, outcome.wall_time_s, run.reporting[b])
         metrics.update(member=b, batch_size=size, task_index=member_cfg.task.get("index"), **interrupted)
         write_run_outputs(output_dir / f"member_{b}", member, metrics, images, curves)
         results.append(metrics)
+        chosen.append(images["reconstruction"])
     finished = [m for m in results if m["status"] != "failed"]
     steps, wall_time = int(run.trainer.global_step), outcome.wall_time_s
     summary = {
@@ -324,5 +331,36 @@ def write_results(run, outcome) -> dict:
         if values:
             summary[key] = sum(values) / len(values)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if uncertainty is not None and finished:  # an ensemble: the members' chosen iterates are its samples
+        problem = run.members[0].problem
+        members = [r for r, image in zip(results, chosen) if r["status"] != "failed"]
+        samples = torch.cat([image for r, image in zip(results, chosen) if r["status"] != "failed"])
+        found, mean = uncertainty.write(output_dir, problem, samples, members)
+        summary.update(found)
+        hand_over(summary, problem, mean, f"{uncertainty.kind}_mean")
+        write_reconstruction(output_dir, problem, mean)
     write_metrics(summary, output_dir)
     return summary
+
+
+@torch.no_grad()
+def hand_over(metrics: dict, problem, image: torch.Tensor, name: str) -> None:
+    """``image`` (network space) becomes the run's reconstruction in ``metrics``: its label, PSNR/SSIM, residual."""
+    metrics["reconstruction"] = name
+    if problem.has_ground_truth:
+        metrics["reconstruction_psnr"] = float(problem.psnr(image.to(problem.y.device)))
+        metrics["reconstruction_ssim"] = float(problem.ssim(image.to(problem.y.device)))
+    metrics["reconstruction_residual"] = relative_residual(problem, image)
+
+
+def write_reconstruction(output_dir: Path, problem, image: torch.Tensor) -> None:
+    """A reconstruction written outside ``write_run_outputs`` (an ensemble's mean): .npy, .png, the data's units,
+    and the ground truth beside it."""
+    save_npy(output_dir / "reconstruction.npy", image.detach().cpu().numpy()[0])
+    if getattr(problem.operator, "domain_dtype", None) in (torch.complex64,):
+        write_complex_outputs(output_dir, problem, image)
+    elif problem.info.get("units") and problem.info.get("scale"):
+        write_attenuation_outputs(output_dir, problem, image)
+    save_png(problem.display(image.to(problem.y.device)), output_dir / "reconstruction.png", problem.data_range)
+    if problem.has_ground_truth:
+        save_png(problem.display(problem.x_true), output_dir / "ground_truth.png", problem.data_range)

@@ -26,10 +26,12 @@ from untrained.callbacks.base import ReportingCallback
 from untrained.callbacks.checkpoint import PreemptionCheckpoint, StopOnSignal
 from untrained.callbacks.holdout import holdout_split
 from untrained.callbacks.preemption import LATCH
-from untrained.errors import UserError, check_integer, check_options
+from untrained.callbacks.uncertainty import ChosenWeights, UncertaintyMaps
+from untrained.errors import UserError, check_choice, check_integer, check_options
 from untrained.fit.base import TrackedFit
 from untrained.fit.batched import BatchedModule, MemberCallbacks
 from untrained.fit.module import UntrainedModule
+from untrained.methods.base import Method
 from untrained.networks.base import ImageNetwork, Network
 from untrained.speed.policy import Performance
 
@@ -145,6 +147,7 @@ CHECKED_ENTRIES = (
     "batching",
     "callbacks",
     "checkpoint",
+    "uncertainty",
 )
 
 
@@ -202,8 +205,14 @@ def build_module(cfg: DictConfig, problem=None) -> UntrainedModule:
     if split is not None:  # before the method's setup, which may build z (or more) from y
         problem.hold_out(split["fraction"], split["seed"], split["pattern"])
     method = build(cfg.method, "method")
+    # MC dropout sets the network's dropout rate (uncertainty.dropout)
+    dropout = {"dropout": cfg.uncertainty.dropout} if uncertainty_kind(cfg) == "mc_dropout" else {}
     network = build(
-        cfg.network, "network", in_channels=method.input_channels(problem), out_channels=problem.image_shape[0]
+        cfg.network,
+        "network",
+        in_channels=method.input_channels(problem),
+        out_channels=problem.image_shape[0],
+        **dropout,
     )
     check_network_fits(network, problem.image_shape)
     return UntrainedModule(
@@ -251,6 +260,51 @@ def member_config(cfg: DictConfig, index: int) -> DictConfig:
     return member
 
 
+# Uncertainty maps (docs/uncertainty.md) ----------------------------------------------------------
+UNCERTAINTY_KINDS = ("none", "ensemble", "mc_dropout")
+
+
+def uncertainty_kind(cfg: DictConfig) -> str:
+    kind = (cfg.get("uncertainty") or {}).get("kind", "none")
+    check_choice("uncertainty.kind (the uncertainty group: none, ensemble, mc_dropout)", kind, UNCERTAINTY_KINDS)
+    return kind
+
+
+def check_uncertainty(cfg: DictConfig) -> int:
+    """Refuse combinations that make no sense; the number of members of the fit (K for an ensemble)."""
+    kind = uncertainty_kind(cfg)
+    if kind == "none":
+        return batch_size(cfg)
+    node, batching = cfg.uncertainty, cfg.get("batching") or {}
+    if batching.get("size", 1) != 1 or batching.get("indices") is not None:
+        raise UserError(
+            f"uncertainty={kind} maps one measurement: remove batching.size/batching.indices "
+            f"({'its members are the ensemble: set uncertainty.members' if kind == 'ensemble' else 'one fit'})."
+        )
+    check_integer("uncertainty.bins", node.get("bins", 21), 1, 10_000)
+    check_integer("uncertainty.block", node.get("block", 8), 1, 4096)
+    if kind == "ensemble":
+        check_integer("uncertainty.members", node.members, 2, MAX_BATCH_SIZE)
+        check_integer("uncertainty.seed_stride", node.seed_stride, 0, 2**31)
+        return node.members
+    check_integer("uncertainty.passes", node.passes, 2, 100_000)
+    if "dropout" not in (cfg.get("network") or {}):
+        raise UserError(
+            f"uncertainty=mc_dropout needs a network with a dropout option (skip, unet and its variants, "
+            f"deep_decoder); network {cfg.network.get('_target_')} has none."
+        )
+    return 1
+
+
+def ensemble_member_config(cfg: DictConfig, index: int) -> DictConfig:
+    """Member ``index`` of an ensemble: a single-fit config with seed + index · uncertainty.seed_stride (network
+    init, z, input noise; the measurement is the base config's, built once by ``assemble``)."""
+    member = copy.deepcopy(cfg)
+    with open_dict(member):
+        member.seed = cfg.seed + index * cfg.uncertainty.seed_stride
+    return member
+
+
 # A run -------------------------------------------------------------------------------------------
 @dataclass
 class Run:
@@ -264,6 +318,11 @@ class Run:
     signals: StopOnSignal | None  # answers Ctrl-C and SLURM's signals (a PreemptionCheckpoint for a single fit)
     logger: object
     trainer: L.Trainer
+    uncertainty: UncertaintyMaps | None = None  # uncertainty=ensemble / mc_dropout: writes the maps
+
+    @property
+    def ensemble(self) -> bool:
+        return self.uncertainty is not None and self.uncertainty.kind == "ensemble"
 
     @property
     def batched(self) -> bool:
@@ -292,17 +351,37 @@ def assemble(cfg: DictConfig, extra_callbacks=(), logger: bool = True, problem=N
     clock) go before the signal handling, ``logger=False`` leaves the configured logger out, and ``problem``
     replaces the task's (single fits; see ``build_module``)."""
     check_config(cfg)
-    size = batch_size(cfg)
-    if problem is not None and size > 1:
+    size = check_uncertainty(cfg)
+    kind = uncertainty_kind(cfg)
+    if problem is not None and size > 1 and kind != "ensemble":
         raise UserError("A problem given to assemble() is one measurement: use batching.size=1.")
     split = holdout_split(cfg)
     if split is not None and size > 1 and split["refit"]:
         raise UserError(
             "callbacks.early_stopping.refit refits one measurement: set it to false for batched fits (batching.size>1)."
         )
-    configs = [cfg] if size == 1 else [member_config(cfg, b) for b in range(size)]
-    members = [build_module(c, problem) for c in configs]
+    if kind == "ensemble":
+        # One measurement for all members: built once from the base config (a member's own seed would draw its
+        # own noise), each member fitting its own copy.
+        L.seed_everything(cfg.seed, workers=False, verbose=False)
+        shared = build(cfg.task, "task") if problem is None else problem
+        configs = [ensemble_member_config(cfg, b) for b in range(size)]
+        members = [build_module(c, copy.deepcopy(shared)) for c in configs]
+    else:
+        configs = [cfg] if size == 1 else [member_config(cfg, b) for b in range(size)]
+        members = [build_module(c, problem) for c in configs]
     built = [[build(c, "callbacks") for c in (m.get("callbacks") or {}).values() if c is not None] for m in configs]
+    uncertainty, chosen = None, None
+    if kind == "mc_dropout" and type(members[0].method).training_loss is not Method.training_loss:
+        raise UserError(
+            f"uncertainty=mc_dropout draws its passes as network(z), which method '{members[0].method.name}' does "
+            "not fit (its own training loss): use uncertainty=ensemble."
+        )
+    if kind != "none":
+        node = cfg.uncertainty
+        chosen = ChosenWeights() if kind == "mc_dropout" else None
+        samples = size if kind == "ensemble" else node.passes
+        uncertainty = UncertaintyMaps(kind, samples, node.get("bins", 21), node.get("block", 8), chosen, cfg.seed)
     reporting = [[c for c in callbacks if isinstance(c, ReportingCallback)] for callbacks in built]
     if size == 1:
         module, callbacks = members[0], built[0]
@@ -314,6 +393,8 @@ def assemble(cfg: DictConfig, extra_callbacks=(), logger: bool = True, problem=N
             mode=cfg.batching.get("mode", "auto"),
         )
         callbacks = [c for c in built[0] if not isinstance(c, ReportingCallback)] + [MemberCallbacks(reporting)]
+    # After the stopping rule it watches (MC dropout: the weights at the rule's step).
+    callbacks = [*callbacks, *([chosen] if chosen else [])]
     # Last, so that a checkpoint taken after a step holds the other callbacks' state of that step.
     signals = build(cfg.get("checkpoint"), "checkpoint")
     callbacks = [*callbacks, *extra_callbacks, *([signals] if signals else [])]
@@ -321,7 +402,7 @@ def assemble(cfg: DictConfig, extra_callbacks=(), logger: bool = True, problem=N
     # Inside SLURM the signal callback answers the signals; Lightning's auto-requeue would save another checkpoint.
     plugins = {"plugins": [SLURMEnvironment(auto_requeue=False)]} if signals and SLURMEnvironment.detect() else {}
     trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=run_logger, **plugins)
-    return Run(cfg, configs, module, members, reporting, signals, run_logger, trainer)
+    return Run(cfg, configs, module, members, reporting, signals, run_logger, trainer, uncertainty)
 
 
 def fit(run: Run) -> Outcome:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from untrained.errors import check_choice, check_integer
+from untrained.errors import check_choice, check_in_range, check_integer
 from untrained.networks.base import MAX_CHANNELS, ImageNetwork
-from untrained.networks.skip import activation
+from untrained.networks.skip import activation, dropout_layers
 
 MAX_BLOCKS = 14  # z is 2^(d−1) times smaller than the image: 2^13 = 8192 pixels per side at most
 
@@ -33,6 +33,7 @@ class DeepDecoder(ImageNetwork):
         act: activation (ReLU in the paper).
         bn_affine: learn the channel normalization's scale and shift (the paper's default).
         sigmoid: end with a sigmoid (images in [0, 1]).
+        dropout: channel dropout after each block's norm (MC dropout; 0: none, docs/uncertainty.md).
     """
 
     # Not for performance.autocast=auto: bf16 moves the best PSNR by more than the 0.1 dB target and more than
@@ -50,9 +51,11 @@ class DeepDecoder(ImageNetwork):
         act: str = "ReLU",
         bn_affine: bool = True,
         sigmoid: bool = True,
+        dropout: float = 0.0,
     ):
         super().__init__()
         check_integer("network.channels", channels, 1, MAX_CHANNELS)
+        check_in_range("network.dropout", dropout, 0, 1, high_open=True)
         check_integer("network.blocks", blocks, 1, MAX_BLOCKS)
         check_choice("network.upsample_mode", upsample_mode, ("bilinear", "nearest"))
         self.in_channels, self.out_channels, self.dim = in_channels, out_channels, 2
@@ -62,7 +65,7 @@ class DeepDecoder(ImageNetwork):
             layers.append(nn.Conv2d(in_channels if block == 0 else channels, channels, 1, bias=False))
             if block < blocks - 1:
                 layers.append(nn.Upsample(scale_factor=2, mode=upsample_mode))
-            layers += [activation(act), nn.BatchNorm2d(channels, affine=bn_affine)]
+            layers += [activation(act), nn.BatchNorm2d(channels, affine=bn_affine), *dropout_layers(2, dropout)]
         layers.append(nn.Conv2d(channels, out_channels, 1, bias=False))
         if sigmoid:
             layers.append(nn.Sigmoid())

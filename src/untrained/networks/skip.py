@@ -8,7 +8,8 @@ Structure per scale i (outermost first), as in the paper's supplement and notebo
                              → [scale i+1] → upsample ×2
     concat → BN → conv k_up (c_up[i]) → BN → act → [conv 1×1 (c_up[i]) → BN → act]
 
-followed by a 1×1 conv to the output channels and an optional sigmoid. Works in 1D (signals) and
+followed by a 1×1 conv to the output channels and an optional sigmoid. With ``dropout`` > 0 a channel dropout follows
+every act of the down and up paths (not the skip branch or the output conv), as in Laves et al.'s Bayesian DIP. Works in 1D (signals) and
 2D (images). Any image size: the grid is padded to a multiple of 2^num_scales and the output cropped
 back (``networks/base.py``).
 """
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from untrained.errors import UserError, check_choice, check_integer
+from untrained.errors import UserError, check_choice, check_in_range, check_integer
 from untrained.networks.base import ImageNetwork, channels_per_level
 
 MAX_KERNEL_SIZE = 31  # DIP uses 3 (and 1 for the skips)
@@ -75,12 +76,19 @@ class ConvBlock(nn.Sequential):
         super().__init__(*layers)
 
 
-def conv_bn_act(dim, in_ch, out_ch, kernel_size, act, norm=True, **conv_kwargs) -> list[nn.Module]:
+def dropout_layers(dim: int, rate: float) -> list[nn.Module]:
+    """Channel dropout at ``rate`` (MC dropout, docs/uncertainty.md); none at 0, so that a network without dropout
+    has exactly the modules, parameter names and numbers it had before the option existed."""
+    check_in_range("network.dropout", rate, 0, 1, high_open=True)
+    return [{1: nn.Dropout1d, 2: nn.Dropout2d}[dim](rate)] if rate > 0 else []
+
+
+def conv_bn_act(dim, in_ch, out_ch, kernel_size, act, norm=True, dropout=0.0, **conv_kwargs) -> list[nn.Module]:
     layers = [ConvBlock(dim, in_ch, out_ch, kernel_size, **conv_kwargs)]
     if norm:
         layers.append({1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[dim](out_ch))
     layers.append(activation(act))
-    return layers
+    return layers + dropout_layers(dim, dropout)
 
 
 class _Scale(nn.Module):
@@ -105,14 +113,17 @@ class _Scale(nn.Module):
         upsample_mode,
         downsample_mode,
         need1x1_up,
+        dropout,
     ):
         super().__init__()
         bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[dim]
         self.skip = (
             nn.Sequential(*conv_bn_act(dim, in_ch, skip, k_skip, act, norm, **conv_kwargs)) if skip > 0 else None
         )
-        deeper = conv_bn_act(dim, in_ch, down, k_down, act, norm, stride=2, downsample=downsample_mode, **conv_kwargs)
-        deeper += conv_bn_act(dim, down, down, k_down, act, norm, **conv_kwargs)
+        deeper = conv_bn_act(
+            dim, in_ch, down, k_down, act, norm, dropout, stride=2, downsample=downsample_mode, **conv_kwargs
+        )
+        deeper += conv_bn_act(dim, down, down, k_down, act, norm, dropout, **conv_kwargs)
         if inner is not None:
             deeper.append(inner)
         mode = "linear" if dim == 1 and upsample_mode == "bilinear" else upsample_mode
@@ -120,9 +131,9 @@ class _Scale(nn.Module):
         self.deeper = nn.Sequential(*deeper)
         merged = skip + (inner_out if inner is not None else down)
         post = [bn(merged)] if norm else []
-        post += conv_bn_act(dim, merged, up, k_up, act, norm, **conv_kwargs)
+        post += conv_bn_act(dim, merged, up, k_up, act, norm, dropout, **conv_kwargs)
         if need1x1_up:
-            post += conv_bn_act(dim, up, up, 1, act, norm, **conv_kwargs)
+            post += conv_bn_act(dim, up, up, 1, act, norm, dropout, **conv_kwargs)
         self.post = nn.Sequential(*post)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,9 +190,11 @@ class SkipNet(ImageNetwork):
         need1x1_up: bool = True,
         sigmoid: bool = True,
         dim: int = 2,
+        dropout: float = 0.0,
     ):
         super().__init__()
         check_choice("network.dim (1: signals, 2: images)", dim, (1, 2))
+        check_in_range("network.dropout", dropout, 0, 1, high_open=True)
         for name, size in (
             ("kernel_size_down", kernel_size_down),
             ("kernel_size_up", kernel_size_up),
@@ -225,6 +238,7 @@ class SkipNet(ImageNetwork):
                 upsample_mode=upsample_mode,
                 downsample_mode=downsample_mode,
                 need1x1_up=need1x1_up,
+                dropout=dropout,
             )
         head = [ConvBlock(dim, up[0], out_channels, 1, bias=bias, pad=pad)]
         if sigmoid:

@@ -30,7 +30,7 @@ from torch import nn
 
 from untrained.errors import UserError, check_choice, check_in_range, check_integer
 from untrained.networks.base import MAX_CHANNELS, ImageNetwork, channels_per_level
-from untrained.networks.skip import MAX_KERNEL_SIZE, ConvBlock, _channels_last_grad, activation
+from untrained.networks.skip import MAX_KERNEL_SIZE, ConvBlock, _channels_last_grad, activation, dropout_layers
 
 NORMS = ("batch", "instance", "group", "none")
 DOWNSAMPLING = ("maxpool", "avgpool", "stride")
@@ -50,13 +50,15 @@ def _norm(kind: str, dim: int, channels: int, groups: int) -> nn.Module | None:
 
 
 class _ConvNormAct(nn.Sequential):
-    def __init__(self, dim, in_ch, out_ch, kernel_size, *, norm, groups, act, stride=1, bias=True, pad="zero"):
+    def __init__(
+        self, dim, in_ch, out_ch, kernel_size, *, norm, groups, act, stride=1, bias=True, pad="zero", dropout=0.0
+    ):
         layers: list[nn.Module] = [ConvBlock(dim, in_ch, out_ch, kernel_size, stride=stride, bias=bias, pad=pad)]
         normalisation = _norm(norm, dim, out_ch, groups)
         if normalisation is not None:
             layers.append(normalisation)
         layers.append(activation(act))
-        super().__init__(*layers)
+        super().__init__(*layers, *dropout_layers(dim, dropout))
 
 
 class _Down(nn.Sequential):
@@ -146,9 +148,11 @@ class UNet(ImageNetwork):
         init: str = "default",
         init_std: float = 0.02,
         dim: int = 2,
+        dropout: float = 0.0,
     ):
         super().__init__()
         check_choice("network.dim (1: signals, 2: images)", dim, (1, 2))
+        check_in_range("network.dropout", dropout, 0, 1, high_open=True)
         check_choice("network.skip", skip, SKIPS)
         check_choice("network.downsample", downsample, DOWNSAMPLING)
         check_choice("network.upsample", upsample, UPSAMPLING)
@@ -195,7 +199,17 @@ class UNet(ImageNetwork):
 
         def layer(in_ch, out_ch, stride=1, groups=norm_groups, size=kernel_size):
             return _ConvNormAct(
-                dim, in_ch, out_ch, size, norm=norm, groups=groups, act=act, stride=stride, bias=bias, pad=pad
+                dim,
+                in_ch,
+                out_ch,
+                size,
+                norm=norm,
+                groups=groups,
+                act=act,
+                stride=stride,
+                bias=bias,
+                pad=pad,
+                dropout=dropout,
             )
 
         def down_layer(in_ch, out_ch, stride=1):
