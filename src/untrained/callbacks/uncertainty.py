@@ -24,16 +24,18 @@ class ChosenWeights(StepCallback):
     """The network's weights (and z) at the iterate the run hands over, kept on the device during the fit.
 
     The iterate is the stopping rule's (the reporting callback with ``prefix``) when it has fired, else the final
-    one. The rule's step t is the step whose forward pass made its image, i.e. the weights before step t's update:
-    this callback keeps those (``before``) and copies them to ``chosen`` with ``torch.where`` whenever the rule's
-    minimum moves to the step just taken (no host synchronisation). It must run after the rule (``run.assemble``
-    puts it after the configured callbacks). Both copies are in checkpoints, so a resumed fit keeps its choice.
+    one. An iterate of step t is the output of step t's forward pass, i.e. of the weights before step t's update:
+    this callback keeps those (``before``), hands them to ``last`` after every step (the final iterate's weights) and
+    to ``chosen`` with ``torch.where`` whenever the rule's minimum moves to the step just taken (no host
+    synchronisation). It must run after the rule (``run.assemble`` puts it after the configured callbacks). The
+    copies are in checkpoints, so a resumed fit keeps its choice.
     """
 
     def __init__(self, prefix: str = "es"):
         self.prefix = prefix
         self.rule: ReportingCallback | None = None
         self.before: dict[str, torch.Tensor] = {}
+        self.last: dict[str, torch.Tensor] = {}
         self.chosen: dict[str, torch.Tensor] = {}
         self.restored: dict | None = None
 
@@ -49,10 +51,11 @@ class ChosenWeights(StepCallback):
         self.rule = rules[0] if rules else None
         restored, self.restored = self.restored, None
         if restored:
-            self.before = {k: v.to(module.device) for k, v in restored["before"].items()}
-            self.chosen = {k: v.to(module.device) for k, v in restored["chosen"].items()}
+            for name in ("before", "last", "chosen"):
+                setattr(self, name, {k: v.to(module.device) for k, v in restored[name].items()})
             return
         self.before = {k: v.clone() for k, v in self.current(module).items()}
+        self.last = {k: v.clone() for k, v in self.before.items()}
         self.chosen = {k: v.clone() for k, v in self.before.items()}
 
     @torch.no_grad()
@@ -64,6 +67,7 @@ class ChosenWeights(StepCallback):
             for name, tensor in self.chosen.items():
                 tensor.copy_(torch.where(take, self.before[name], tensor))
         for name, tensor in self.before.items():
+            self.last[name].copy_(tensor)
             tensor.copy_(current[name])
 
     def fired(self) -> bool:
@@ -71,20 +75,19 @@ class ChosenWeights(StepCallback):
         return bool(state and bool(state["stopped"]) and int(state["best_step"]) >= 0)
 
     def state_dict(self) -> dict:
-        return {"before": dict(self.before), "chosen": dict(self.chosen)} if self.before else {}
+        return {name: dict(getattr(self, name)) for name in ("before", "last", "chosen")} if self.before else {}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.restored = state_dict or None
 
     @torch.no_grad()
     def passes(self, module, count: int, seed: int) -> torch.Tensor:
-        """``count`` forward passes of the network with its dropout active at the chosen weights, (count, C, ...);
-        seeded, so that a resumed run draws the same passes. The network is left with its final weights."""
+        """``count`` forward passes of the network with its dropout active at the chosen iterate's weights (the
+        rule's, else the final iterate's), (count, C, ...); seeded, so that a resumed run draws the same passes. The
+        network is left with its final weights."""
         network, method = module.network, module.method
-        chosen = self.chosen if self.fired() else None
-        final = {k: v.clone() for k, v in self.current(module).items()} if chosen else None
-        if chosen:
-            self.load(module, chosen)
+        final = {k: v.clone() for k, v in self.current(module).items()}
+        self.load(module, self.chosen if self.fired() else self.last)
         device = method.z.device
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -92,8 +95,7 @@ class ChosenWeights(StepCallback):
                 network.train()  # dropout on, BatchNorm on the pass's own statistics, as during the fit
                 return torch.cat([network(method.z).detach().float() for _ in range(count)])
         finally:
-            if final:
-                self.load(module, final)
+            self.load(module, final)
 
     @staticmethod
     def load(module, state: dict[str, torch.Tensor]) -> None:

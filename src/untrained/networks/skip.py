@@ -9,9 +9,9 @@ Structure per scale i (outermost first), as in the paper's supplement and notebo
     concat → BN → conv k_up (c_up[i]) → BN → act → [conv 1×1 (c_up[i]) → BN → act]
 
 followed by a 1×1 conv to the output channels and an optional sigmoid. With ``dropout`` > 0 a channel dropout follows
-every act of the down and up paths (not the skip branch or the output conv), as in Laves et al.'s Bayesian DIP. Works in 1D (signals) and
-2D (images). Any image size: the grid is padded to a multiple of 2^num_scales and the output cropped
-back (``networks/base.py``).
+every act of the down and up paths (not the skip branch or the output conv), as in Laves et al.'s Bayesian DIP.
+Works in 1D (signals) and 2D (images). Any image size: the grid is padded to a multiple of 2^num_scales and the
+output cropped back (``networks/base.py``).
 """
 
 from __future__ import annotations
