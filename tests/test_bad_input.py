@@ -27,7 +27,7 @@ from omegaconf import OmegaConf, open_dict
 
 from tests.conftest import QUIET_CPU, compose_config
 from untrained.errors import UserError
-from untrained.run import batch_size, build_module
+from untrained.run import build_module, check_uncertainty
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,6 +67,8 @@ GROUPS = {
     "method=deep_decoder": ("method", ["method=deep_decoder", *DECODER]),
     "method=adp": ("method", ADP),
     "run": ("run", SKIP),
+    "uncertainty=ensemble": ("uncertainty", ["uncertainty=ensemble", *SKIP]),
+    "uncertainty=mc_dropout": ("uncertainty", ["uncertainty=mc_dropout", *SKIP]),
 }
 RUN_OPTIONS = ("seed", "trainer.max_steps", "module", "performance")
 
@@ -256,6 +258,10 @@ ALLOWED = {
     ("method.maid_decrease", "huge"): "a test never passed: ε only shrinks",
     ("method.maid_min_eps", "zero"): "MAID never stops updating (the default)",
     ("method.maid_min_eps", "huge"): "MAID stops at once: B = A",
+    # uncertainty maps
+    ("network.dropout", "zero"): "no dropout (the default)",
+    ("uncertainty.dropout", "zero"): "MC dropout without dropout: identical passes, a zero std",
+    ("uncertainty.seed_stride", "zero"): "identical members: a zero std",
 }
 # (group, option, kind) → why a value ALLOWED in general is refused in that group.
 REFUSED_IN_GROUP: dict = {
@@ -336,7 +342,7 @@ def edip_checkpoint(tmp_path_factory) -> Path:
 
 
 def build_run(cfg):
-    batch_size(cfg)  # batching.size is checked where it selects the batched path
+    check_uncertainty(cfg)  # batching.size and uncertainty.* are checked where they select the batched path
     return build_module(cfg)
 
 

@@ -168,7 +168,7 @@ def test_dropout_zero_is_the_network_as_before(make_cfg):
         (["uncertainty=ensemble", "batching.indices=[0,1]"], "uncertainty=ensemble maps one measurement"),
         (["uncertainty=ensemble", "uncertainty.members=1"], "uncertainty.members"),
         (["uncertainty=mc_dropout", "batching.size=2"], "uncertainty=mc_dropout maps one measurement"),
-        (["uncertainty=mc_dropout", "uncertainty.dropout=1.0"], "network.dropout"),
+        (["uncertainty=mc_dropout", "uncertainty.dropout=1.0"], "uncertainty.dropout"),
         (["uncertainty=mc_dropout", "network=unrolled_pg", "task=deblurring"], "needs a network with a dropout"),
         (["uncertainty=mc_dropout", "method=drp", "network=drp"], "use uncertainty=ensemble"),
         (["uncertainty.kind=bayes"], "uncertainty.kind"),

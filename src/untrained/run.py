@@ -27,7 +27,7 @@ from untrained.callbacks.checkpoint import PreemptionCheckpoint, StopOnSignal
 from untrained.callbacks.holdout import holdout_split
 from untrained.callbacks.preemption import LATCH
 from untrained.callbacks.uncertainty import ChosenWeights, UncertaintyMaps
-from untrained.errors import UserError, check_choice, check_integer, check_options
+from untrained.errors import UserError, check_choice, check_in_range, check_integer, check_options
 from untrained.fit.base import TrackedFit
 from untrained.fit.batched import BatchedModule, MemberCallbacks
 from untrained.fit.module import UntrainedModule
@@ -285,9 +285,11 @@ def check_uncertainty(cfg: DictConfig) -> int:
     check_integer("uncertainty.block", node.get("block", 8), 1, 4096)
     if kind == "ensemble":
         check_integer("uncertainty.members", node.members, 2, MAX_BATCH_SIZE)
-        check_integer("uncertainty.seed_stride", node.seed_stride, 0, 2**31)
+        # every member's seed stays a seed (check_config: [0, 2³²))
+        check_integer("uncertainty.seed_stride", node.seed_stride, 0, (2**32 - 1 - cfg.seed) // (node.members - 1))
         return node.members
     check_integer("uncertainty.passes", node.passes, 2, 100_000)
+    check_in_range("uncertainty.dropout", node.dropout, 0, 1, high_open=True)
     if "dropout" not in (cfg.get("network") or {}):
         raise UserError(
             f"uncertainty=mc_dropout needs a network with a dropout option (skip, unet and its variants, "
