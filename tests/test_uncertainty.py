@@ -145,6 +145,26 @@ def test_mc_dropout_passes_are_made_at_the_stopping_rules_step(make_cfg):
     assert metrics["reconstruction_psnr"] == pytest.approx(metrics["es_psnr"], abs=1e-4)
 
 
+def test_mc_dropout_passes_are_made_at_the_held_out_rules_step(make_cfg):
+    cfg = make_cfg(
+        [
+            "trainer.max_steps=30",
+            "callbacks=es_holdout",
+            "callbacks.early_stopping.patience=3",
+            "callbacks.early_stopping.check_every=1",
+            "~callbacks.progress_bar",
+            "~callbacks.images",
+            "uncertainty=mc_dropout",
+            "uncertainty.dropout=0",
+            "uncertainty.passes=2",
+        ]
+    )
+    metrics = train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    assert metrics["holdout_step"] < metrics["steps"] - 1
+    assert np.allclose(np.load(run_dir / "reconstruction.npy"), np.load(run_dir / "holdout.npy"), atol=1e-6)
+
+
 def test_dropout_zero_is_the_network_as_before(make_cfg):
     for network in ("skip", "unet", "deep_decoder"):
         cfg = make_cfg([f"network={network}"], fast=False)
@@ -172,6 +192,7 @@ def test_dropout_zero_is_the_network_as_before(make_cfg):
         (["uncertainty=mc_dropout", "network=unrolled_pg", "task=deblurring"], "needs a network with a dropout"),
         (["uncertainty=mc_dropout", "method=drp", "network=drp"], "use uncertainty=ensemble"),
         (["uncertainty.kind=bayes"], "uncertainty.kind"),
+        (["uncertainty=mc_dropout", "callbacks=es_holdout", "callbacks.early_stopping.refit=true"], "refit=false"),
     ],
 )
 def test_nonsense_combinations_are_refused(make_cfg, overrides, message):

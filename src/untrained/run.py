@@ -358,6 +358,11 @@ def assemble(cfg: DictConfig, extra_callbacks=(), logger: bool = True, problem=N
     if problem is not None and size > 1 and kind != "ensemble":
         raise UserError("A problem given to assemble() is one measurement: use batching.size=1.")
     split = holdout_split(cfg)
+    if split is not None and kind != "none" and split["refit"]:
+        raise UserError(
+            f"uncertainty={kind} maps the run's chosen iterates, which a refit would replace: set "
+            "callbacks.early_stopping.refit=false."
+        )
     if split is not None and size > 1 and split["refit"]:
         raise UserError(
             "callbacks.early_stopping.refit refits one measurement: set it to false for batched fits (batching.size>1)."

@@ -23,16 +23,19 @@ from untrained.outputs import plt, save_figure, save_npy, save_png, to_numpy_ima
 class ChosenWeights(StepCallback):
     """The network's weights (and z) at the iterate the run hands over, kept on the device during the fit.
 
-    The iterate is the stopping rule's (the reporting callback with ``prefix``) when it has fired, else the final
-    one. An iterate of step t is the output of step t's forward pass, i.e. of the weights before step t's update:
+    The iterate is the one ``outputs.fit_metrics`` hands over: the variance rule's (prefix ``es``) when it has fired,
+    else the held-out rule's (prefix ``holdout``) when it has chosen a step, else the final one. An iterate of step
+    t is the output of step t's forward pass, i.e. of the weights before step t's update:
     this callback keeps those (``before``), hands them to ``last`` after every step (the final iterate's weights) and
     to ``chosen`` with ``torch.where`` whenever the rule's minimum moves to the step just taken (no host
     synchronisation). It must run after the rule (``run.assemble`` puts it after the configured callbacks). The
     copies are in checkpoints, so a resumed fit keeps its choice.
     """
 
-    def __init__(self, prefix: str = "es"):
-        self.prefix = prefix
+    # rule prefix → whether its iterate is handed over only once it has fired (outputs.fit_metrics)
+    RULES = {"es": True, "holdout": False}
+
+    def __init__(self):
         self.rule: ReportingCallback | None = None
         self.before: dict[str, torch.Tensor] = {}
         self.last: dict[str, torch.Tensor] = {}
@@ -47,8 +50,8 @@ class ChosenWeights(StepCallback):
         return state
 
     def on_train_start(self, trainer, module) -> None:
-        rules = [c for c in trainer.callbacks if getattr(c, "prefix", None) == self.prefix and hasattr(c, "state")]
-        self.rule = rules[0] if rules else None
+        rules = {getattr(c, "prefix", None): c for c in trainer.callbacks if hasattr(c, "state")}
+        self.rule = next((rules[p] for p in self.RULES if p in rules), None)
         restored, self.restored = self.restored, None
         if restored:
             for name in ("before", "last", "chosen"):
@@ -72,7 +75,9 @@ class ChosenWeights(StepCallback):
 
     def fired(self) -> bool:
         state = self.rule.state if self.rule is not None else None
-        return bool(state and bool(state["stopped"]) and int(state["best_step"]) >= 0)
+        if not state or int(state["best_step"]) < 0:
+            return False
+        return bool(state["stopped"]) or not self.RULES[self.rule.prefix]
 
     def state_dict(self) -> dict:
         return {name: dict(getattr(self, name)) for name in ("before", "last", "chosen")} if self.before else {}
