@@ -89,7 +89,7 @@ def test_ensemble_writes_maps_and_metrics_on_every_task(make_cfg, task):
         assert (run_dir / "reconstruction_attenuation.npy").is_file()
 
 
-@pytest.mark.parametrize("task", ["denoising", "mri", "ct"])
+@pytest.mark.parametrize("task", ["denoising", "inpainting", "deblurring", "super_resolution", "mri", "ct"])
 def test_mc_dropout_writes_maps_and_metrics(make_cfg, task):
     cfg = make_cfg([f"task={task}", *TINY, "uncertainty=mc_dropout", "uncertainty.passes=4"])
     metrics = train(cfg)
