@@ -15,7 +15,7 @@ import sys
 import time
 
 # The issue's order: the DIP paper's denoising table, the tutorial's Fig. 5 and Fig. 6, ES-DIP, the deep decoder,
-# and the two methods' own MRI/CT settings.
+# the two methods' own MRI/CT settings, then held-out stopping and uncertainty maps against them.
 COMMANDS = (
     "dip_denoising",
     "tutorial_fig5",
@@ -23,6 +23,7 @@ COMMANDS = (
     "early_stopping",
     "deep_decoder_denoising",
     "reference_presets",
+    "stopping_uncertainty",
 )
 
 
