@@ -41,3 +41,19 @@ def test_stopping_uncertainty_command_writes_gaps_calibration_and_maps(monkeypat
     markdown = (results / "stopping_uncertainty_cpu.md").read_text()
     assert "| denoising_astronaut_s25 |" in markdown and "held-out fraction's cost" in markdown
     assert (results / "stopping_uncertainty_cpu_maps.png").stat().st_size > 10_000
+
+
+def test_paper_scale_runs_compose():
+    from experiments.reproduce import common, stopping_uncertainty
+    from untrained.run import check_config, compose
+
+    spec = stopping_uncertainty.SCALES["paper"]
+    for label, setting in stopping_uncertainty.settings(spec).items():
+        for name, overrides in stopping_uncertainty.runs_of(label, setting, spec).items():
+            cfg = compose([*common.QUIET, *overrides])
+            check_config(cfg)
+            assert cfg.trainer.max_steps == setting["steps"]
+            if name == "ensemble":
+                assert (
+                    cfg.uncertainty.members == spec["members" if label.startswith("denoising") else "imaging_members"]
+                )
