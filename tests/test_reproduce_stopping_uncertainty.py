@@ -43,14 +43,14 @@ def test_stopping_uncertainty_command_writes_gaps_calibration_and_maps(monkeypat
     assert (results / "stopping_uncertainty_cpu_maps.png").stat().st_size > 10_000
 
 
-def test_paper_scale_runs_compose():
+def test_paper_scale_runs_compose(tmp_path):
     from experiments.reproduce import common, stopping_uncertainty
     from untrained.run import check_config, compose
 
     spec = stopping_uncertainty.SCALES["paper"]
     for label, setting in stopping_uncertainty.settings(spec).items():
         for name, overrides in stopping_uncertainty.runs_of(label, setting, spec).items():
-            cfg = compose([*common.QUIET, *overrides])
+            cfg = compose([*common.QUIET, *overrides, f"paths.output_dir={tmp_path}"])
             check_config(cfg)
             assert cfg.trainer.max_steps == setting["steps"]
             if name == "ensemble":
