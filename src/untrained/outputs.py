@@ -185,6 +185,14 @@ def write_dicom_like(source: Path, hounsfield: np.ndarray, path: Path) -> None:
         ds.save_as(partial, enforce_file_format=True)
 
 
+def write_in_data_units(output_dir: Path, problem, image: torch.Tensor) -> None:
+    """The reconstruction in the data's convention, where it has one: complex MRI images, CT attenuation (and HU)."""
+    if getattr(problem.operator, "domain_dtype", None) in (torch.complex64,):
+        write_complex_outputs(output_dir, problem, image)
+    elif problem.info.get("units") and problem.info.get("scale"):
+        write_attenuation_outputs(output_dir, problem, image)
+
+
 def write_run_outputs(
     output_dir: Path,
     module,
@@ -209,10 +217,8 @@ def write_run_outputs(
     for name, image in images.items():
         save_npy(output_dir / f"{name}.npy", image.detach().cpu().numpy()[0])
     save_npy(output_dir / "measurement.npy", problem.y.detach().cpu().numpy()[0])
-    if "reconstruction" in images and getattr(problem.operator, "domain_dtype", None) in (torch.complex64,):
-        write_complex_outputs(output_dir, problem, images["reconstruction"])
-    elif "reconstruction" in images and problem.info.get("units") and problem.info.get("scale"):
-        write_attenuation_outputs(output_dir, problem, images["reconstruction"])
+    if "reconstruction" in images:
+        write_in_data_units(output_dir, problem, images["reconstruction"])
     for name, image in images.items():
         save_png(problem.display(image), output_dir / f"{name}.png", problem.data_range)
     if problem.has_ground_truth:
@@ -357,10 +363,7 @@ def write_reconstruction(output_dir: Path, problem, image: torch.Tensor) -> None
     """A reconstruction written outside ``write_run_outputs`` (an ensemble's mean): .npy, .png, the data's units,
     and the ground truth beside it."""
     save_npy(output_dir / "reconstruction.npy", image.detach().cpu().numpy()[0])
-    if getattr(problem.operator, "domain_dtype", None) in (torch.complex64,):
-        write_complex_outputs(output_dir, problem, image)
-    elif problem.info.get("units") and problem.info.get("scale"):
-        write_attenuation_outputs(output_dir, problem, image)
+    write_in_data_units(output_dir, problem, image)
     save_png(problem.display(image.to(problem.y.device)), output_dir / "reconstruction.png", problem.data_range)
     if problem.has_ground_truth:
         save_png(problem.display(problem.x_true), output_dir / "ground_truth.png", problem.data_range)

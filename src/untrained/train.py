@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from untrained.callbacks.holdout import TARGET as HOLDOUT_TARGET
+from untrained.callbacks.holdout import holdout_split
 from untrained.callbacks.preemption import LATCH, leave
 from untrained.errors import UserError
 from untrained.outputs import replacing, write_metrics, write_results
@@ -142,15 +143,8 @@ def refit_holdout(cfg: DictConfig, metrics: dict, output_dir: Path) -> dict:
     """With ``refit: true`` on the held-out rule: fit again on ALL measurements, from the same seed, to the step the
     rule chose (``<run>/refit/``, its own checkpoints: preemption-safe like any run); that fit's reconstruction
     becomes the run's (files and metrics.json). Returns the run's metrics."""
-    options = next(
-        (
-            node
-            for node in (cfg.get("callbacks") or {}).values()
-            if isinstance(node, DictConfig) and node.get("_target_") == HOLDOUT_TARGET
-        ),
-        None,
-    )
-    if options is None or not options.get("refit") or metrics.get("holdout_step") is None:
+    split = holdout_split(cfg)
+    if split is None or not split["refit"] or metrics.get("holdout_step") is None:
         return metrics
     if "holdout_refit_step" in metrics:  # done in an earlier attempt
         return metrics
@@ -171,7 +165,8 @@ def refit_holdout(cfg: DictConfig, metrics: dict, output_dir: Path) -> dict:
         return metrics
     for source in refit_dir.glob("reconstruction*"):
         if source.is_file():
-            shutil.copyfile(source, output_dir / source.name)
+            with replacing(output_dir / source.name) as partial:  # atomic, as every output
+                shutil.copyfile(source, partial)
     metrics = {
         **metrics,
         "reconstruction": "holdout_refit",
