@@ -32,6 +32,7 @@ from untrained.fit.base import TrackedFit
 from untrained.fit.batched import BatchedModule, MemberCallbacks
 from untrained.fit.module import UntrainedModule
 from untrained.methods.base import Method
+from untrained.metrics import CALIBRATION_BLOCK, UCE_BINS
 from untrained.networks.base import ImageNetwork, Network
 from untrained.speed.policy import Performance
 
@@ -281,8 +282,8 @@ def check_uncertainty(cfg: DictConfig) -> int:
             f"uncertainty={kind} maps one measurement: remove batching.size/batching.indices "
             f"({'its members are the ensemble: set uncertainty.members' if kind == 'ensemble' else 'one fit'})."
         )
-    check_integer("uncertainty.bins", node.get("bins", 21), 1, 10_000)
-    check_integer("uncertainty.block", node.get("block", 8), 1, 4096)
+    check_integer("uncertainty.bins", node.get("bins", UCE_BINS), 1, 10_000)
+    check_integer("uncertainty.block", node.get("block", CALIBRATION_BLOCK), 1, 4096)
     if kind == "ensemble":
         check_integer("uncertainty.members", node.members, 2, MAX_BATCH_SIZE)
         # every member's seed stays a seed (check_config: [0, 2³²))
@@ -321,10 +322,6 @@ class Run:
     logger: object
     trainer: L.Trainer
     uncertainty: UncertaintyMaps | None = None  # uncertainty=ensemble / mc_dropout: writes the maps
-
-    @property
-    def ensemble(self) -> bool:
-        return self.uncertainty is not None and self.uncertainty.kind == "ensemble"
 
     @property
     def batched(self) -> bool:
@@ -388,7 +385,9 @@ def assemble(cfg: DictConfig, extra_callbacks=(), logger: bool = True, problem=N
         node = cfg.uncertainty
         chosen = ChosenWeights() if kind == "mc_dropout" else None
         samples = size if kind == "ensemble" else node.passes
-        uncertainty = UncertaintyMaps(kind, samples, node.get("bins", 21), node.get("block", 8), chosen, cfg.seed)
+        uncertainty = UncertaintyMaps(
+            kind, samples, node.get("bins", UCE_BINS), node.get("block", CALIBRATION_BLOCK), chosen, cfg.seed
+        )
     reporting = [[c for c in callbacks if isinstance(c, ReportingCallback)] for callbacks in built]
     if size == 1:
         module, callbacks = members[0], built[0]
