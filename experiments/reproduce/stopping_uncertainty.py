@@ -7,14 +7,16 @@ Per setting (denoising at σ = 15, 25, 50 on two built-in images, MRI 4×, CT 18
 - ``holdout``: ``callbacks=es_holdout`` (10 % of the measurements held out, the rule stops the run) with the refit on
   all measurements to the chosen step; its gaps against the full run's best PSNR, with and without the refit, and
   the cost of holding out (its own best PSNR against the full run's);
-- ``cells`` (denoising): the pixel-splitting variant, one pixel of each 2×2 cell held out;
-- ``ensemble``: ``uncertainty=ensemble`` with 4 members, each handing over its stopping rule's pick (the task's
-  default rule; ES-WMV for MRI and CT): the mean's PSNR against one member's pick and against a single run's best
-  iterate (the DIP paper: +0.57 dB for averaging two runs at σ = 25), the mean of two members, and the calibration
-  of the std map (Spearman |error|–std over pixels and 8×8 blocks, UCE, coverage of ±2 std);
-- ``mc_dropout`` (σ = 25 and MRI/CT): ``uncertainty=mc_dropout``, the same calibration figures.
+- ``cells`` (denoising): the pixel-splitting variant, one pixel of each 2×2 cell held out, with the refit;
+- ``holdout_f0.05``, ``holdout_f0.2`` (astronaut σ = 25): the held-out fraction's cost;
+- ``ensemble``: ``uncertainty=ensemble`` with 4 members (MRI/CT: 3), each handing over its stopping rule's pick
+  (stop_early on denoising, the held-out rule on MRI and CT): the mean's PSNR against one member's pick and
+  against a single run's best iterate (the DIP paper: +0.57 dB for averaging two runs at σ = 25), the mean of two
+  members, and the calibration of the std map (Spearman |error|–std over pixels and 8×8 blocks, UCE, ±2 std
+  coverage);
+- ``mc_dropout`` (σ = 25): ``uncertainty=mc_dropout``, the same calibration figures.
 
-    python -m experiments.reproduce.stopping_uncertainty --threads 1                    # all (≈ 30 CPU-min)
+    python -m experiments.reproduce.stopping_uncertainty --threads 1                    # all (≈ 75 CPU-min)
     python -m experiments.reproduce.stopping_uncertainty --threads 1 --only denoising_astronaut_s25
     python -m experiments.reproduce.stopping_uncertainty --table-only                   # rebuild from the runs
 """
