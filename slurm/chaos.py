@@ -72,8 +72,9 @@ class Hit:
     attempt: int  # 0: the first attempt, 1: the next one
     moment: str
     kind: str
-    delay_s: float  # startup: seconds after the attempt started; training: likewise
+    delay_s: float  # startup: seconds after the attempt started; training: after its training began
     sent_at: float | None = None
+    armed_at: float | None = None  # training: when the attempt's first checkpoint was seen (its training had begun)
     note: str = ""
 
 
@@ -103,7 +104,9 @@ def schedule(tasks: int, rng: random.Random, fraction: float = 0.6) -> dict[int,
 
 
 def delay(moment: str, rng: random.Random) -> float:
-    return {"startup": rng.uniform(0.0, 4.0), "training": rng.uniform(5.0, 12.0)}.get(moment, 0.0)
+    # Training is timed from its start (the attempt's first checkpoint), not from the attempt's: a fixed wall-clock
+    # delay lands after the fit on a fast machine, and the hit is never sent.
+    return {"startup": rng.uniform(0.0, 4.0), "training": rng.uniform(0.2, 1.0)}.get(moment, 0.0)
 
 
 def run(command: list[str], **options) -> subprocess.CompletedProcess:
@@ -127,11 +130,21 @@ def sacct_states(array_job: str) -> dict[int, str]:
 
 def due(hit: Hit, task: Task, run_dir: Path, now: float) -> bool:
     """Whether the hit's moment has come in the task's current attempt."""
-    if hit.moment in ("startup", "training"):
+    if hit.moment == "startup":
         return now - task.started >= hit.delay_s
+    if hit.moment == "training":
+        if hit.armed_at is None:
+            if not written_since(run_dir / "checkpoints" / "last.ckpt", task.started_wall):
+                return False
+            hit.armed_at = now
+        return now - hit.armed_at >= hit.delay_s
     watched = run_dir / ("checkpoints/last.ckpt" if hit.moment == "checkpoint" else "metrics.json")
+    return written_since(watched, task.started_wall)
+
+
+def written_since(path: Path, wall_time: float) -> bool:
     try:
-        return watched.stat().st_mtime >= task.started_wall
+        return path.stat().st_mtime >= wall_time
     except FileNotFoundError:
         return False
 
